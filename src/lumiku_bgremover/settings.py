@@ -1,0 +1,334 @@
+"""Typed, frozen settings built once from the environment at start-up."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from lumiku_bgremover.contracts.common import Tier
+from lumiku_bgremover.envparse import Env, SettingsError
+
+__all__ = [
+    "DEFAULT_ROUTES",
+    "ENGINES",
+    "DatabaseSettings",
+    "EngineSettings",
+    "Limits",
+    "NatsSettings",
+    "Route",
+    "S3Settings",
+    "Settings",
+    "SettingsError",
+    "StorageSettings",
+]
+
+MIB = 1024 * 1024
+HF_ENDPOINT = "https://router.huggingface.co/hf-inference"
+SEGMIND_ENDPOINT = "https://api.segmind.com"
+MODEL_CACHE_DIR = Path("~/.cache/lumiku-bgremover")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NatsSettings:
+    """How to reach NATS and how our subjects and streams are named."""
+
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    creds_file: Path | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Prepended to every subject ("" in production; "t1234." isolates a test run).
+    subject_prefix: str = ""
+    #: Prepended to every stream and durable consumer name.
+    stream_prefix: str = "BGREMOVE"
+    stream_replicas: int = 1
+    duplicate_window_s: float = 120.0
+    publish_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatabaseSettings:
+    """PostgreSQL connection."""
+
+    url: str = field(repr=False)
+    pool_min: int = 1
+    pool_max: int = 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class S3Settings:
+    """The S3 API server (MinIO in production) holding originals, results and archives."""
+
+    endpoint: str  #: "host:port", no scheme
+    access_key: str
+    secret_key: str = field(repr=False)
+    bucket: str = "lumiku-bgremover"
+    region: str = "us-east-1"
+    secure: bool = True
+    presign_ttl_s: int = 3600
+    #: Buckets besides our own that image references may name.
+    allowed_buckets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageSettings:
+    """Which object store: S3 (production) or a local directory (embedded mode)."""
+
+    backend: str = "s3"  #: "s3" or "local"
+    s3: S3Settings | None = None
+    local_dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """Which engine and model serve a tier."""
+
+    engine: str  #: "huggingface", "segmind", "local" or "fake"
+    model: str
+
+
+DEFAULT_ROUTES: dict[Tier, Route] = {
+    Tier.BASIC: Route(engine="huggingface", model="briaai/RMBG-1.4"),
+    Tier.STANDARD: Route(engine="huggingface", model="briaai/RMBG-2.0"),
+    Tier.PROFESSIONAL: Route(engine="segmind", model="birefnet-general"),
+    Tier.INDUSTRY: Route(engine="segmind", model="birefnet-portrait"),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineSettings:
+    """Engine credentials, endpoints and the tier routing."""
+
+    hf_token: str | None = field(default=None, repr=False)
+    hf_endpoint: str = HF_ENDPOINT
+    segmind_api_key: str | None = field(default=None, repr=False)
+    segmind_endpoint: str = SEGMIND_ENDPOINT
+    model_cache_dir: Path = field(default_factory=MODEL_CACHE_DIR.expanduser)
+    routes: dict[Tier, Route] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
+    timeout_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Request and processing limits (DESIGN.md, business rules)."""
+
+    max_images: int = 500
+    max_image_bytes: int = 10 * MIB
+    max_batch_bytes: int = 2048 * MIB
+    max_image_pixels: int = 50_000_000
+    work_partitions: int = 8
+    worker_concurrency: int = 2
+    interactive_max_images: int = 10
+    max_deliver: int = 5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything the service reads from its environment."""
+
+    nats: NatsSettings = field(default_factory=NatsSettings)
+    database: DatabaseSettings | None = None
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    engines: EngineSettings = field(default_factory=EngineSettings)
+    limits: Limits = field(default_factory=Limits)
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Jakarta"))
+    admin_subjects_enabled: bool = False
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables (see the README's table)."""
+        env = Env(os.environ if environ is None else environ)
+        return cls(
+            nats=_nats(env),
+            database=_database(env),
+            storage=_storage(env),
+            engines=_engines(env),
+            limits=_limits(env),
+            timezone=_timezone(env),
+            admin_subjects_enabled=env.flag("ADMIN_SUBJECTS_ENABLED", default=False),
+            log_level=_log_level(env),
+        )
+
+    def require_database(self) -> DatabaseSettings:
+        """The database settings, or a `SettingsError` naming DATABASE_URL."""
+        if self.database is None:
+            raise SettingsError("DATABASE_URL", "is required but not set")
+        return self.database
+
+
+ENGINES = frozenset({"huggingface", "segmind", "local", "fake"})
+_NATS_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
+_PREFIX = re.compile(r"^([A-Za-z0-9_-]+\.)*$")
+_STREAM_PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
+
+
+def _nats(env: Env) -> NatsSettings:
+    servers = env.items("NATS_URL") or ("nats://127.0.0.1:4222",)
+    for url in servers:
+        if urlsplit(url).scheme not in _NATS_SCHEMES or not urlsplit(url).hostname:
+            raise SettingsError("NATS_URL", f"not a nats://, tls://, ws:// or wss:// URL: {url!r}")
+    user, password = env.text("NATS_USER"), env.text("NATS_PASSWORD")
+    if (user is None) != (password is None):
+        raise SettingsError(
+            "NATS_PASSWORD" if user else "NATS_USER", "user and password go together"
+        )
+    prefix = env.text("NATS_SUBJECT_PREFIX", "") or ""
+    if not _PREFIX.match(prefix):
+        raise SettingsError(
+            "NATS_SUBJECT_PREFIX", f"must be tokens each ending in '.', got {prefix!r}"
+        )
+    stream_prefix = env.text("NATS_STREAM_PREFIX", "BGREMOVE") or "BGREMOVE"
+    if not _STREAM_PREFIX.match(stream_prefix):
+        raise SettingsError(
+            "NATS_STREAM_PREFIX", f"letters, digits, _ and - only: {stream_prefix!r}"
+        )
+    return NatsSettings(
+        servers=servers,
+        user=user,
+        password=password,
+        token=env.text("NATS_TOKEN"),
+        creds_file=env.file("NATS_CREDS"),
+        tls_ca=env.file("NATS_TLS_CA"),
+        tls_cert=env.file("NATS_TLS_CERT"),
+        tls_key=env.file("NATS_TLS_KEY"),
+        subject_prefix=prefix,
+        stream_prefix=stream_prefix,
+        stream_replicas=env.integer("NATS_STREAM_REPLICAS", 1, lo=1, hi=5),
+        duplicate_window_s=env.number("NATS_DUPLICATE_WINDOW_S", 120.0, lo=1.0, hi=86_400.0),
+        publish_timeout_s=env.number("NATS_PUBLISH_TIMEOUT_S", 5.0, lo=0.1, hi=120.0),
+    )
+
+
+def _database(env: Env) -> DatabaseSettings | None:
+    url = env.text("DATABASE_URL")
+    if url is None:
+        return None
+    if urlsplit(url).scheme not in {"postgres", "postgresql"}:
+        raise SettingsError("DATABASE_URL", "must be a postgresql:// URL")
+    pool_min = env.integer("DATABASE_POOL_MIN", 1, lo=0, hi=100)
+    pool_max = env.integer("DATABASE_POOL_MAX", 10, lo=1, hi=200)
+    if pool_min > pool_max:
+        raise SettingsError("DATABASE_POOL_MIN", f"{pool_min} exceeds DATABASE_POOL_MAX {pool_max}")
+    return DatabaseSettings(url=url, pool_min=pool_min, pool_max=pool_max)
+
+
+def _s3(env: Env) -> S3Settings | None:
+    raw = env.text("S3_ENDPOINT")
+    if raw is None:
+        return None
+    parts = urlsplit(raw if "://" in raw else f"//{raw}")
+    if (
+        parts.scheme not in {"", "http", "https"}
+        or not parts.hostname
+        or parts.path not in {"", "/"}
+    ):
+        raise SettingsError(
+            "S3_ENDPOINT", f"expected host:port or http(s)://host:port, got {raw!r}"
+        )
+    return S3Settings(
+        endpoint=parts.netloc,
+        access_key=env.required("S3_ACCESS_KEY"),
+        secret_key=env.required("S3_SECRET_KEY"),
+        bucket=_bucket(env, "S3_BUCKET", env.text("S3_BUCKET", "lumiku-bgremover") or ""),
+        region=env.text("S3_REGION", "us-east-1") or "us-east-1",
+        secure=env.flag("S3_SECURE", default=parts.scheme != "http"),
+        presign_ttl_s=env.integer("S3_PRESIGN_TTL_S", 3600, lo=60, hi=7 * 86_400),
+        allowed_buckets=tuple(
+            _bucket(env, "S3_ALLOWED_BUCKETS", b) for b in env.items("S3_ALLOWED_BUCKETS")
+        ),
+    )
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _bucket(env: Env, variable: str, name: str) -> str:
+    del env
+    if not _BUCKET.match(name):
+        raise SettingsError(variable, f"not a valid bucket name: {name!r}")
+    return name
+
+
+def _storage(env: Env) -> StorageSettings:
+    s3 = _s3(env)
+    backend = env.text("STORAGE_BACKEND", "s3") or "s3"
+    if backend not in {"s3", "local"}:
+        raise SettingsError("STORAGE_BACKEND", f"expected s3 or local, got {backend!r}")
+    local_dir = env.dir("LOCAL_STORAGE_DIR")
+    if backend == "local" and local_dir is None:
+        raise SettingsError("LOCAL_STORAGE_DIR", "is required when STORAGE_BACKEND=local")
+    return StorageSettings(backend=backend, s3=s3, local_dir=local_dir)
+
+
+def _engines(env: Env) -> EngineSettings:
+    return EngineSettings(
+        hf_token=env.text("HF_TOKEN"),
+        hf_endpoint=_https_url(env, "HF_ENDPOINT", HF_ENDPOINT),
+        segmind_api_key=env.text("SEGMIND_API_KEY"),
+        segmind_endpoint=_https_url(env, "SEGMIND_ENDPOINT", SEGMIND_ENDPOINT),
+        model_cache_dir=env.dir("MODEL_CACHE_DIR") or MODEL_CACHE_DIR.expanduser(),
+        routes=_routes(env),
+        timeout_s=env.number("ENGINE_TIMEOUT_S", 60.0, lo=1.0, hi=600.0),
+    )
+
+
+def _https_url(env: Env, name: str, default: str) -> str:
+    url = (env.text(name, default) or default).rstrip("/")
+    if urlsplit(url).scheme not in {"http", "https"} or not urlsplit(url).hostname:
+        raise SettingsError(name, f"expected an http(s) URL, got {url!r}")
+    return url
+
+
+def _routes(env: Env) -> dict[Tier, Route]:
+    """TIER_ROUTING: `tier=engine:model` pairs, comma-separated, over the defaults."""
+    routes = dict(DEFAULT_ROUTES)
+    for entry in env.items("TIER_ROUTING"):
+        tier_name, _, target = entry.partition("=")
+        engine, _, model = target.partition(":")
+        if tier_name.strip() not in Tier.__members__.values():
+            raise SettingsError("TIER_ROUTING", f"unknown tier {tier_name.strip()!r} in {entry!r}")
+        if engine.strip() not in ENGINES or not model.strip():
+            raise SettingsError(
+                "TIER_ROUTING",
+                f"expected tier=engine:model with engine in {sorted(ENGINES)}, got {entry!r}",
+            )
+        routes[Tier(tier_name.strip())] = Route(engine=engine.strip(), model=model.strip())
+    return routes
+
+
+def _limits(env: Env) -> Limits:
+    return Limits(
+        max_images=env.integer("MAX_IMAGES_PER_BATCH", 500, lo=1, hi=500),
+        max_image_bytes=env.integer("MAX_IMAGE_BYTES", 10 * MIB, lo=1024, hi=100 * MIB),
+        max_batch_bytes=env.integer("MAX_BATCH_BYTES", 2048 * MIB, lo=MIB, hi=16 * 1024 * MIB),
+        max_image_pixels=env.integer("MAX_IMAGE_PIXELS", 50_000_000, lo=10_000, hi=500_000_000),
+        work_partitions=env.integer("WORK_PARTITIONS", 8, lo=1, hi=256),
+        worker_concurrency=env.integer("WORKER_CONCURRENCY", 2, lo=1, hi=256),
+        interactive_max_images=env.integer("INTERACTIVE_MAX_IMAGES", 10, lo=1, hi=500),
+        max_deliver=env.integer("WORK_MAX_DELIVER", 5, lo=1, hi=100),
+    )
+
+
+def _timezone(env: Env) -> ZoneInfo:
+    name = env.text("BUSINESS_TIMEZONE", "Asia/Jakarta") or "Asia/Jakarta"
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError("BUSINESS_TIMEZONE", f"unknown time zone {name!r}") from None
+
+
+def _log_level(env: Env) -> str:
+    level = (env.text("LOG_LEVEL", "INFO") or "INFO").upper()
+    if level not in _LOG_LEVELS:
+        raise SettingsError("LOG_LEVEL", f"expected one of {sorted(_LOG_LEVELS)}, got {level!r}")
+    return level

@@ -1,0 +1,69 @@
+import pytest
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+
+from lumiku_bgremover.provisioning import ProvisionError, StreamNames, merge, stream_configs
+from lumiku_bgremover.settings import Limits, NatsSettings
+
+
+def configs(**nats: object) -> dict[str, StreamConfig]:
+    settings = NatsSettings(**nats)  # type: ignore[arg-type]
+    return {c.name or "": c for c in stream_configs(settings, Limits(work_partitions=4))}
+
+
+def test_every_stream_is_file_backed_with_the_duplicate_window() -> None:
+    for config in configs(duplicate_window_s=300.0, stream_replicas=3).values():
+        assert config.storage == StorageType.FILE
+        assert config.duplicate_window == 300.0
+        assert config.num_replicas == 3
+
+
+def test_names_and_subjects_carry_the_prefixes() -> None:
+    by_name = configs(stream_prefix="T1", subject_prefix="t1.")
+    assert set(by_name) == {"T1_REQUESTS", "T1_INTEGRATIONS", "T1_WORK", "T1_EVENTS"}
+    assert "t1.bgremove.batch.requested" in (by_name["T1_REQUESTS"].subjects or [])
+    assert "t1.avatar.project.completed" in (by_name["T1_INTEGRATIONS"].subjects or [])
+    assert "t1.bgremove.batch.completed" in (by_name["T1_EVENTS"].subjects or [])
+    for config in by_name.values():
+        assert all((s or "").startswith("t1.") for s in config.subjects or [])
+
+
+def test_work_stream_is_a_partitioned_work_queue() -> None:
+    work = configs(stream_prefix="X")["X_WORK"]
+    assert work.retention == RetentionPolicy.WORK_QUEUE
+    assert work.subjects == ["bgremove.work.*.*"]
+    assert work.subject_transform is not None
+    assert work.subject_transform.src == "bgremove.work.*.*"
+    assert work.subject_transform.dest == (
+        "bgremove.work.{{wildcard(1)}}.{{partition(4,2)}}.{{wildcard(2)}}"
+    )
+
+
+def test_names_of() -> None:
+    names = StreamNames.of(NatsSettings(stream_prefix="ABC"))
+    assert (names.requests, names.work, names.events) == ("ABC_REQUESTS", "ABC_WORK", "ABC_EVENTS")
+
+
+def test_merge_keeps_operator_limits_and_applies_ours() -> None:
+    wanted = configs()["BGREMOVE_EVENTS"]
+    live = StreamConfig(
+        name=wanted.name,
+        subjects=["old.subject"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=42.0,
+        max_bytes=1_000_000,
+        duplicate_window=60.0,
+    )
+    merged = merge(live, wanted)
+    assert merged.subjects == wanted.subjects
+    assert merged.duplicate_window == wanted.duplicate_window
+    assert (merged.max_age, merged.max_bytes) == (42.0, 1_000_000)
+
+
+def test_merge_refuses_a_retention_change() -> None:
+    wanted = configs()["BGREMOVE_WORK"]
+    live = StreamConfig(
+        name=wanted.name, retention=RetentionPolicy.LIMITS, storage=StorageType.FILE
+    )
+    with pytest.raises(ProvisionError, match="retention"):
+        merge(live, wanted)

@@ -1,0 +1,119 @@
+from pathlib import Path
+
+import pytest
+
+from lumiku_bgremover.contracts.common import Tier
+from lumiku_bgremover.settings import DEFAULT_ROUTES, Route, Settings, SettingsError
+
+S3 = {"S3_ENDPOINT": "minio:9000", "S3_ACCESS_KEY": "ak", "S3_SECRET_KEY": "sk"}
+
+
+def test_defaults_from_an_empty_environment() -> None:
+    settings = Settings.from_env({})
+    assert settings.nats.servers == ("nats://127.0.0.1:4222",)
+    assert settings.database is None
+    assert settings.storage.s3 is None
+    assert str(settings.timezone) == "Asia/Jakarta"
+    assert settings.engines.routes == DEFAULT_ROUTES
+    assert settings.limits.max_images == 500
+    assert settings.limits.max_image_bytes == 10 * 1024 * 1024
+    assert settings.admin_subjects_enabled is False
+
+
+def test_full_environment() -> None:
+    env = {
+        **S3,
+        "NATS_URL": "nats://a:4222, tls://b:4222",
+        "NATS_USER": "svc",
+        "NATS_PASSWORD": "pw",
+        "NATS_SUBJECT_PREFIX": "staging.",
+        "DATABASE_URL": "postgresql://u@db/lumiku",
+        "S3_SECURE": "false",
+        "S3_ALLOWED_BUCKETS": "avatars, poses",
+        "TIER_ROUTING": "basic=local:isnet-medium,industry=fake:mask",
+        "BUSINESS_TIMEZONE": "UTC",
+        "WORK_PARTITIONS": "16",
+        "ADMIN_SUBJECTS_ENABLED": "yes",
+    }
+    settings = Settings.from_env(env)
+    assert settings.nats.servers == ("nats://a:4222", "tls://b:4222")
+    assert settings.nats.subject_prefix == "staging."
+    assert settings.require_database().url == "postgresql://u@db/lumiku"
+    s3 = settings.storage.s3
+    assert s3 is not None
+    assert (s3.endpoint, s3.secure, s3.allowed_buckets) == (
+        "minio:9000",
+        False,
+        ("avatars", "poses"),
+    )
+    assert settings.engines.routes[Tier.BASIC] == Route(engine="local", model="isnet-medium")
+    assert settings.engines.routes[Tier.INDUSTRY] == Route(engine="fake", model="mask")
+    assert settings.engines.routes[Tier.STANDARD] == DEFAULT_ROUTES[Tier.STANDARD]
+    assert settings.limits.work_partitions == 16
+    assert settings.admin_subjects_enabled is True
+
+
+def test_scheme_in_s3_endpoint_sets_secure() -> None:
+    s3 = Settings.from_env({**S3, "S3_ENDPOINT": "https://s3.example.test"}).storage.s3
+    assert s3 is not None
+    assert (s3.endpoint, s3.secure) == ("s3.example.test", True)
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    env = {**S3, "NATS_USER": "u", "NATS_PASSWORD": "hunter2", "HF_TOKEN": "hf_secret"}
+    text = repr(Settings.from_env(env))
+    assert "hunter2" not in text
+    assert "hf_secret" not in text
+    assert "'sk'" not in text
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"NATS_URL": "http://x:4222"}, "NATS_URL"),
+        ({"NATS_USER": "only-user"}, "NATS_PASSWORD"),
+        ({"NATS_SUBJECT_PREFIX": "no-dot"}, "NATS_SUBJECT_PREFIX"),
+        ({"NATS_STREAM_PREFIX": "a.b"}, "NATS_STREAM_PREFIX"),
+        ({"NATS_CREDS": "/nonexistent/user.creds"}, "NATS_CREDS"),
+        ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
+        (
+            {
+                "DATABASE_POOL_MIN": "5",
+                "DATABASE_POOL_MAX": "2",
+                "DATABASE_URL": "postgresql://x/y",
+            },
+            "DATABASE_POOL_MIN",
+        ),
+        ({"S3_ENDPOINT": "minio:9000", "S3_ACCESS_KEY": "a"}, "S3_SECRET_KEY"),
+        ({**S3, "S3_BUCKET": "Bad_Bucket"}, "S3_BUCKET"),
+        ({**S3, "S3_ENDPOINT": "ftp://x"}, "S3_ENDPOINT"),
+        ({**S3, "S3_SECURE": "maybe"}, "S3_SECURE"),
+        ({"STORAGE_BACKEND": "floppy"}, "STORAGE_BACKEND"),
+        ({"STORAGE_BACKEND": "local"}, "LOCAL_STORAGE_DIR"),
+        ({"TIER_ROUTING": "gold=local:x"}, "TIER_ROUTING"),
+        ({"TIER_ROUTING": "basic=torch:x"}, "TIER_ROUTING"),
+        ({"TIER_ROUTING": "basic=local"}, "TIER_ROUTING"),
+        ({"BUSINESS_TIMEZONE": "Mars/Olympus"}, "BUSINESS_TIMEZONE"),
+        ({"MAX_IMAGES_PER_BATCH": "501"}, "MAX_IMAGES_PER_BATCH"),
+        ({"WORK_PARTITIONS": "eight"}, "WORK_PARTITIONS"),
+        ({"ENGINE_TIMEOUT_S": "0"}, "ENGINE_TIMEOUT_S"),
+        ({"HF_ENDPOINT": "not a url"}, "HF_ENDPOINT"),
+        ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
+    ],
+)
+def test_bad_settings_name_their_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    assert info.value.variable == variable
+    assert str(info.value).startswith(f"{variable}: ")
+
+
+def test_require_database_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match=r"^DATABASE_URL: is required"):
+        Settings.from_env({}).require_database()
+
+
+def test_creds_file_must_exist(tmp_path: Path) -> None:
+    creds = tmp_path / "svc.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\n")
+    assert Settings.from_env({"NATS_CREDS": str(creds)}).nats.creds_file == creds
