@@ -5,34 +5,41 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import asyncpg
 from faststream import ContextRepo, FastStream
 from faststream.nats import NatsBroker
 
 from lumiku_bgremover import db, messaging
+from lumiku_bgremover.handlers.admin import register_admin_handlers
+from lumiku_bgremover.handlers.quotes import register_quote_handler
+from lumiku_bgremover.handlers.requests import register_request_handlers
+from lumiku_bgremover.pipeline.runtime import PIPELINE_KEY, run_pipeline
 from lumiku_bgremover.provisioning import provision_streams
+from lumiku_bgremover.services import SERVICES_KEY, Clock, Services, utc_now
 from lumiku_bgremover.settings import Settings
 from lumiku_bgremover.storage import ObjectStore, build_object_store
 
+__all__ = [
+    "SERVICES_KEY",
+    "Clock",
+    "Services",
+    "StartupError",
+    "check_schema",
+    "create_app",
+    "open_services",
+    "provision",
+    "register_handlers",
+]
+
 log = logging.getLogger(__name__)
 
-#: Key under which handlers find the `Services` in FastStream's context.
-SERVICES_KEY = "services"
+#: Seconds the start-up waits for the server to confirm the subscriptions.
+READY_FLUSH_TIMEOUT_S = 10
 
 
 class StartupError(RuntimeError):
     """The service cannot start; the message says what to do."""
-
-
-@dataclass(frozen=True, slots=True)
-class Services:
-    """The adapters handlers are given (built once, in the lifespan)."""
-
-    settings: Settings
-    pool: asyncpg.Pool
-    store: ObjectStore
 
 
 async def provision(settings: Settings, store: ObjectStore) -> dict[str, str]:
@@ -58,7 +65,7 @@ async def check_schema(pool: asyncpg.Pool) -> None:
 
 
 @asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
+async def open_services(settings: Settings, *, clock: Clock = utc_now) -> AsyncIterator[Services]:
     """Connect the pool, check the schema, provision streams and bucket; close on exit."""
     pool = await db.create_pool(settings.require_database())
     try:
@@ -66,23 +73,44 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         store = build_object_store(settings.storage)
         for stream, action in (await provision(settings, store)).items():
             log.info("stream %s: %s", stream, action)
-        yield Services(settings=settings, pool=pool, store=store)
+        yield Services(settings=settings, pool=pool, store=store, clock=clock)
     finally:
         await pool.close()
 
 
-def create_app(settings: Settings, broker: NatsBroker | None = None) -> FastStream:
-    """The service: a broker plus a lifespan that owns the adapters."""
+def register_handlers(broker: NatsBroker, settings: Settings) -> None:
+    """Subscribe every handler; the admin subjects only when enabled."""
+    register_quote_handler(broker, settings)
+    register_request_handlers(broker, settings)
+    if register_admin_handlers(broker, settings):
+        log.warning("admin subjects are enabled (ADMIN_SUBJECTS_ENABLED)")
+
+
+def create_app(
+    settings: Settings, broker: NatsBroker | None = None, *, clock: Clock = utc_now
+) -> FastStream:
+    """The service: a broker with its handlers, and a lifespan that owns the adapters.
+
+    `clock` is the time source handlers price and count quota with (tests pin it).
+    """
     broker = broker or messaging.build_broker(settings.nats)
+    register_handlers(broker, settings)
     context = ContextRepo()
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        async with open_services(settings) as services:
+        async with (
+            open_services(settings, clock=clock) as services,
+            run_pipeline(services) as pipeline,
+        ):
             context.set_global(SERVICES_KEY, services)
+            context.set_global(PIPELINE_KEY, pipeline)
             yield
 
     async def announce() -> None:
+        # A round trip to the server: every subscription is registered once it returns,
+        # so a request sent after "ready" finds its responder (no NoRespondersError).
+        await broker.connection.flush(timeout=READY_FLUSH_TIMEOUT_S)
         log.info("lumiku-bgremover ready")
 
     return FastStream(broker, lifespan=lifespan, context=context, after_startup=[announce])

@@ -1,4 +1,4 @@
-"""The `lumiku-bgremover` command: run, migrate, provision (more arrive with their issues)."""
+"""The `lumiku-bgremover` command: run, migrate, provision, quote, credits, subscription."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ import asyncpg
 
 from lumiku_bgremover import __version__, db
 from lumiku_bgremover.app import StartupError, create_app, provision
+from lumiku_bgremover.commands import credits as credits_cmd
+from lumiku_bgremover.commands import quote as quote_cmd
+from lumiku_bgremover.commands import subscriptions as subscription_cmd
 from lumiku_bgremover.envparse import SettingsError
 from lumiku_bgremover.settings import Settings
 from lumiku_bgremover.storage import build_object_store
@@ -21,6 +24,7 @@ EXIT_CONFIG = 2
 EXIT_FAILED = 1
 
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
+Arguments = Callable[[argparse.ArgumentParser], None]
 
 
 async def cmd_run(settings: Settings, _: argparse.Namespace) -> int:
@@ -55,21 +59,44 @@ async def cmd_not_yet(_: Settings, args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
-COMMANDS: dict[str, tuple[Command, str]] = {
-    "run": (cmd_run, "serve: consume requests and work items, answer quotes"),
-    "migrate": (cmd_migrate, "apply database migrations (idempotent)"),
-    "provision": (cmd_provision, "create or update JetStream streams and the bucket"),
-    "demo": (cmd_not_yet, "run a real batch on an embedded stack (not yet)"),
+def no_arguments(_: argparse.ArgumentParser) -> None:
+    """Commands that read everything from the environment."""
+
+
+COMMANDS: dict[str, tuple[Command, str, Arguments]] = {
+    "run": (cmd_run, "serve: consume requests and work items, answer quotes", no_arguments),
+    "migrate": (cmd_migrate, "apply database migrations (idempotent)", no_arguments),
+    "provision": (
+        cmd_provision,
+        "create or update JetStream streams and the bucket",
+        no_arguments,
+    ),
+    "quote": (
+        quote_cmd.run,
+        "ask a running service for a quote over NATS",
+        quote_cmd.add_arguments,
+    ),
+    "credits": (
+        credits_cmd.run,
+        "grant credits or show a balance (on the database)",
+        credits_cmd.add_arguments,
+    ),
+    "subscription": (
+        subscription_cmd.run,
+        "set or show a user's subscription (on the database)",
+        subscription_cmd.add_arguments,
+    ),
+    "demo": (cmd_not_yet, "run a real batch on an embedded stack (not yet)", no_arguments),
 }
 
 
 def parser() -> argparse.ArgumentParser:
-    """The argument parser; every sub-command reads the rest from the environment."""
+    """The argument parser; settings come from the environment, not from arguments."""
     top = argparse.ArgumentParser(prog="lumiku-bgremover", description=__doc__)
     top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
-    for name, (_, summary) in COMMANDS.items():
-        sub.add_parser(name, help=summary, description=summary)
+    for name, (_, summary, add_arguments) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=summary, description=summary))
     return top
 
 

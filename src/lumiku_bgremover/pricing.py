@@ -14,7 +14,7 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Protocol
 
-from lumiku_bgremover.contracts.common import Plan, Tier
+from lumiku_bgremover.contracts.common import Plan, PricingType, Tier
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -320,13 +320,6 @@ def quota_usage(snapshot: SubscriptionSnapshot) -> QuotaUsage:
         professional_used=pro_used,
         professional_left=None if pro_cap is None else max(0, pro_cap - pro_used),
     )
-
-
-class PricingType(enum.StrEnum):
-    """How a single image is paid."""
-
-    SUBSCRIPTION = "subscription"
-    CREDITS = "credits"
 
 
 class CoverageReason(enum.StrEnum):

@@ -12,10 +12,19 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig, SubjectTransform
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    SubjectTransform,
+)
 from nats.js.errors import BadRequestError, NotFoundError
 
 from lumiku_bgremover.contracts import subjects
+from lumiku_bgremover.contracts.work import Lane
 from lumiku_bgremover.settings import Limits, NatsSettings
 
 DAY_S = 86_400.0
@@ -53,12 +62,23 @@ class StreamNames:
     integrations: str
     work: str
     events: str
+    dead_letters: str
 
     @classmethod
     def of(cls, settings: NatsSettings) -> StreamNames:
         """Names for a stream prefix such as `BGREMOVE`."""
         p = settings.stream_prefix
-        return cls(f"{p}_REQUESTS", f"{p}_INTEGRATIONS", f"{p}_WORK", f"{p}_EVENTS")
+        return cls(
+            f"{p}_REQUESTS", f"{p}_INTEGRATIONS", f"{p}_WORK", f"{p}_EVENTS", f"{p}_DEADLETTERS"
+        )
+
+    def work_consumer(self, lane: Lane, partition: int) -> str:
+        """Durable name of one partition of one lane: `BGREMOVE_WORK_BULK_3`."""
+        return f"{self.work}_{lane.value.upper()}_{partition}"
+
+    def max_deliveries_subject(self) -> str:
+        """The server's advisory when a work item runs out of deliveries."""
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.work}.*"
 
 
 def work_transform(settings: NatsSettings, partitions: int) -> SubjectTransform:
@@ -116,7 +136,70 @@ def stream_configs(settings: NatsSettings, limits: Limits) -> list[StreamConfig]
             retention=RetentionPolicy.LIMITS,
             max_age=7 * DAY_S,
         ),
+        dataclasses.replace(
+            stream(
+                names.dead_letters,
+                "max-deliveries advisories of the work queue",
+                (),
+                retention=RetentionPolicy.WORK_QUEUE,
+            ),
+            subjects=[names.max_deliveries_subject()],
+        ),
     ]
+
+
+#: Seconds a delivered request may go unacknowledged before it is redelivered.
+REQUEST_ACK_WAIT_S = 60.0
+
+
+def work_consumer_configs(settings: NatsSettings, limits: Limits) -> list[ConsumerConfig]:
+    """One durable pull consumer per lane and partition (filters never overlap)."""
+    names = StreamNames.of(settings)
+    return [
+        ConsumerConfig(
+            durable_name=names.work_consumer(lane, partition),
+            filter_subject=subjects.work_filter(lane, partition, settings.subject_prefix),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=limits.work_ack_wait_s,
+            max_deliver=limits.max_deliver,
+            max_ack_pending=10_000,
+        )
+        for lane in Lane
+        for partition in range(limits.work_partitions)
+    ]
+
+
+def request_consumer_configs(settings: NatsSettings) -> dict[str, ConsumerConfig]:
+    """One durable pull consumer per request subject, by base subject; never gives up."""
+    prefix = StreamNames.of(settings).requests
+    names = {
+        subjects.BATCH_REQUESTED: f"{prefix}_BATCH",
+        subjects.IMAGE_REQUESTED: f"{prefix}_IMAGE",
+        subjects.BATCH_CANCEL: f"{prefix}_CANCEL",
+    }
+    return {
+        subject: ConsumerConfig(
+            durable_name=durable,
+            filter_subject=subjects.with_prefix(settings.subject_prefix, subject),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=REQUEST_ACK_WAIT_S,
+            max_deliver=-1,
+        )
+        for subject, durable in names.items()
+    }
+
+
+def dead_letter_consumer_config(settings: NatsSettings) -> ConsumerConfig:
+    """The durable consumer that turns max-deliveries advisories into failed items."""
+    return ConsumerConfig(
+        durable_name=f"{StreamNames.of(settings).dead_letters}_MOVER",
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=REQUEST_ACK_WAIT_S,
+        max_deliver=-1,
+    )
 
 
 def _managed(config: StreamConfig) -> dict[str, object]:
@@ -159,8 +242,15 @@ async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> Action:
 async def provision_streams(
     js: JetStreamContext, settings: NatsSettings, limits: Limits
 ) -> dict[str, Action]:
-    """Ensure every stream; returns what happened to each, by name."""
-    return {
+    """Ensure every stream and the work consumers; returns what happened to each stream."""
+    actions = {
         config.name or "": await ensure_stream(js, config)
         for config in stream_configs(settings, limits)
     }
+    names = StreamNames.of(settings)
+    for consumer in work_consumer_configs(settings, limits):
+        await js.add_consumer(names.work, consumer)  # create-or-update by durable name
+    await js.add_consumer(names.dead_letters, dead_letter_consumer_config(settings))
+    for consumer in request_consumer_configs(settings).values():
+        await js.add_consumer(names.requests, consumer)
+    return actions

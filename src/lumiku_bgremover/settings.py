@@ -114,6 +114,9 @@ class EngineSettings:
     model_cache_dir: Path = field(default_factory=MODEL_CACHE_DIR.expanduser)
     routes: dict[Tier, Route] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
     timeout_s: float = 60.0
+    #: The fake engine's delay per image and failure rate (tests, demos, benchmarks).
+    fake_delay_s: float = 0.0
+    fake_failure_rate: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +131,8 @@ class Limits:
     worker_concurrency: int = 2
     interactive_max_images: int = 10
     max_deliver: int = 5
+    #: Seconds a delivered work item may go without an ack or a heartbeat before redelivery.
+    work_ack_wait_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -279,6 +284,8 @@ def _engines(env: Env) -> EngineSettings:
         model_cache_dir=env.dir("MODEL_CACHE_DIR") or MODEL_CACHE_DIR.expanduser(),
         routes=_routes(env),
         timeout_s=env.number("ENGINE_TIMEOUT_S", 60.0, lo=1.0, hi=600.0),
+        fake_delay_s=env.number("FAKE_ENGINE_DELAY_S", 0.0, lo=0.0, hi=600.0),
+        fake_failure_rate=env.number("FAKE_ENGINE_FAILURE_RATE", 0.0, lo=0.0, hi=1.0),
     )
 
 
@@ -316,6 +323,7 @@ def _limits(env: Env) -> Limits:
         worker_concurrency=env.integer("WORKER_CONCURRENCY", 2, lo=1, hi=256),
         interactive_max_images=env.integer("INTERACTIVE_MAX_IMAGES", 10, lo=1, hi=500),
         max_deliver=env.integer("WORK_MAX_DELIVER", 5, lo=1, hi=100),
+        work_ack_wait_s=env.number("WORK_ACK_WAIT_S", 60.0, lo=1.0, hi=3600.0),
     )
 
 

@@ -1,10 +1,7 @@
 """The console script against real NATS, PostgreSQL and S3, as an operator runs it."""
 
-import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,39 +9,18 @@ import pytest
 from nats.aio.client import Client
 
 from lumiku_bgremover.settings import S3Settings
+from tests.integration.service import cli, service_environment, service_process
 
 pytestmark = pytest.mark.integration
+
+STREAMS = ("REQUESTS", "INTEGRATIONS", "WORK", "EVENTS", "DEADLETTERS")
 
 
 @pytest.fixture
 def service_env(
     nats_url: str, nats_namespace: str, migrated_database_url: str, s3_settings: S3Settings
 ) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "NATS_URL": nats_url,
-        "NATS_SUBJECT_PREFIX": f"{nats_namespace}.",
-        "NATS_STREAM_PREFIX": nats_namespace.upper(),
-        "DATABASE_URL": migrated_database_url,
-        "S3_ENDPOINT": s3_settings.endpoint,
-        "S3_ACCESS_KEY": s3_settings.access_key,
-        "S3_SECRET_KEY": s3_settings.secret_key,
-        "S3_BUCKET": s3_settings.bucket,
-        "S3_REGION": s3_settings.region,
-        "S3_SECURE": str(s3_settings.secure).lower(),
-    }
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lumiku_bgremover.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return service_environment(nats_url, nats_namespace, migrated_database_url, s3_settings)
 
 
 def test_migrate_twice(service_env: dict[str, str], database_url: str) -> None:
@@ -63,13 +39,13 @@ async def test_provision_creates_streams_and_bucket(
     first = cli("provision", env=service_env)
     assert first.returncode == 0, first.stderr
     prefix = nats_namespace.upper()
-    for stream in ("REQUESTS", "INTEGRATIONS", "WORK", "EVENTS"):
+    for stream in STREAMS:
         assert f"stream {prefix}_{stream}: created" in first.stdout
         await nc.jetstream().stream_info(f"{prefix}_{stream}")
     assert f"bucket {service_env['S3_BUCKET']}: ready" in first.stdout
     second = cli("provision", env=service_env)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count(": unchanged") == 4
+    assert second.stdout.count(": unchanged") == len(STREAMS)
 
 
 def test_bad_setting_exits_2_naming_the_variable(service_env: dict[str, str]) -> None:
@@ -84,37 +60,18 @@ def test_run_refuses_an_unmigrated_database(service_env: dict[str, str], databas
     assert "run `lumiku-bgremover migrate` first" in result.stderr
 
 
+def test_run_refuses_routes_to_engines_it_does_not_have(service_env: dict[str, str]) -> None:
+    routing = service_env["TIER_ROUTING"] + ",industry=segmind:birefnet-portrait"
+    result = cli("run", env={**service_env, "TIER_ROUTING": routing})
+    assert result.returncode == 2
+    assert "TIER_ROUTING" in result.stderr
+    assert "segmind" in result.stderr
+
+
 @pytest.fixture
 def service(service_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
-    log = (tmp_path / "service.log").open("w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lumiku_bgremover.cli", "run"],
-        env=service_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_for_line(tmp_path / "service.log", "lumiku-bgremover ready", process)
+    with service_process(service_env, tmp_path / "service.log") as process:
         yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        log.close()
-
-
-def wait_for_line(
-    path: Path, text: str, process: subprocess.Popen[str], limit_s: float = 60
-) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if text in path.read_text():
-            return
-        if process.poll() is not None:
-            pytest.fail(f"service exited {process.returncode}:\n{path.read_text()}")
-        time.sleep(0.1)
-    pytest.fail(f"no {text!r} within {limit_s} s:\n{path.read_text()}")
 
 
 async def test_run_provisions_then_stops_cleanly_on_sigterm(

@@ -29,7 +29,7 @@ TABLES = {
     "daily_usage",
     "batches",
     "batch_items",
-    "single_jobs",
+    "quota_consumptions",
     "user_integration_settings",
 }
 
@@ -209,16 +209,6 @@ VALID: dict[str, dict[str, Any]] = {
         "filename": "a.jpg",
         "source": {"bucket": "x", "key": "originals/u1/a.jpg"},
     },
-    "single_jobs": {
-        "id": "s1",
-        "request_id": "r2",
-        "user_id": "u1",
-        "tier": "basic",
-        "pricing_type": "credits",
-        "credits_charged": 3,
-        "filename": "a.jpg",
-        "source": {"url": "https://example.com/a.jpg"},
-    },
     "user_integration_settings": {"user_id": "u1"},
 }
 
@@ -251,7 +241,7 @@ async def test_valid_rows_insert_and_jsonb_round_trips(conn: asyncpg.Connection)
     assert batch is not None
     assert batch["options"] == {"format": "png"}
     assert batch["status"] == "accepted"
-    for table in ("credit_ledger", "subscriptions", "batch_items", "single_jobs"):
+    for table in ("credit_ledger", "subscriptions", "batch_items"):
         assert await insert(conn, table) is not None
     settings = await insert(conn, "user_integration_settings", output_options={"bg": [1, 2]})
     assert settings is not None
@@ -305,9 +295,10 @@ async def test_ledger_rows_are_checked(
         ("batch_items", {"status": "queued"}, "batch_items_status_check"),
         ("batch_items", {"status": "done"}, "batch_items_done_has_result"),
         ("batch_items", {"idx": 500}, "batch_items_idx_check"),
-        ("single_jobs", {"tier": "premium"}, "single_jobs_tier_check"),
-        ("single_jobs", {"credits_refunded": 4}, "single_jobs_refund_within_charge"),
-        ("single_jobs", {"pricing_type": "subscription"}, "single_jobs_subscription_pricing"),
+        ("batches", {"mode": "single"}, "batches_single_is_one"),
+        ("batches", {"mode": "bulk"}, "batches_mode_check"),
+        ("batches", {"lane": "express"}, "batches_lane_check"),
+        ("batches", {"pricing_type": "subscription"}, "batches_subscription_pricing"),
         ("subscriptions", {"plan": "enterprise"}, "subscriptions_plan_check"),
         ("subscriptions", {"status": "paused"}, "subscriptions_status_check"),
         (
@@ -359,9 +350,15 @@ async def test_one_active_subscription_per_user(conn: asyncpg.Connection) -> Non
 async def test_duplicate_request_ids_are_refused(conn: asyncpg.Connection) -> None:
     async with violates("batches_request_id_key"):
         await insert(conn, "batches", id="b2")
-    await insert(conn, "single_jobs")
-    async with violates("single_jobs_request_id_key"):
-        await insert(conn, "single_jobs", id="s2")
+
+
+async def test_single_jobs_is_a_view_of_single_image_batches(conn: asyncpg.Connection) -> None:
+    await insert(conn, "batches", id="s1", request_id="r2", mode="single", total_items=1,
+                 base_total=8, credits_charged=8)  # fmt: skip
+    await insert(conn, "batch_items", id="s1-0", batch_id="s1")
+    await insert(conn, "batch_items")  # an item of the ordinary batch b1
+    rows = await conn.fetch("SELECT id, status, filename, credits_charged FROM single_jobs")
+    assert [tuple(r.values()) for r in rows] == [("s1", "pending", "a.jpg", 8)]
 
 
 async def test_daily_usage_is_keyed_by_subscription_day_and_tier(conn: asyncpg.Connection) -> None:

@@ -12,6 +12,7 @@ from lumiku_bgremover.provisioning import (
     provision_streams,
 )
 from lumiku_bgremover.settings import Limits, NatsSettings
+from lumiku_bgremover.workqueue import partition_of
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,9 @@ async def test_provisioning_is_idempotent(nc: Client, nats_namespace: str) -> No
     first = await provision_streams(js, settings, Limits())
     second = await provision_streams(js, settings, Limits())
     assert set(first.values()) == {Action.CREATED}
-    assert len(first) == 4
+    assert len(first) == 5
+    consumers = await js.consumers_info(StreamNames.of(settings).work)
+    assert len(consumers) == 2 * Limits().work_partitions
     assert set(second.values()) == {Action.UNCHANGED}
     info = await js.stream_info(StreamNames.of(settings).requests)
     assert info.config.storage == StorageType.FILE
@@ -84,6 +87,7 @@ async def test_work_items_are_partitioned_by_user(nc: Client, nats_namespace: st
         *_, lane, part, user = subject.split(".")
         assert lane == "bulk"
         partitions.setdefault(user, set()).add(int(part))
+        assert int(part) == partition_of(user, 4)  # our copy of the server's hash agrees
     assert all(len(p) == 1 for p in partitions.values())  # a user always lands in one partition
     assert {p for ps in partitions.values() for p in ps} <= {0, 1, 2, 3}
     assert len({p for ps in partitions.values() for p in ps}) > 1  # and users spread out

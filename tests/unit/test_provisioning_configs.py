@@ -1,7 +1,13 @@
 import pytest
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
-from lumiku_bgremover.provisioning import ProvisionError, StreamNames, merge, stream_configs
+from lumiku_bgremover.provisioning import (
+    ProvisionError,
+    StreamNames,
+    merge,
+    stream_configs,
+    work_consumer_configs,
+)
 from lumiku_bgremover.settings import Limits, NatsSettings
 
 
@@ -19,12 +25,38 @@ def test_every_stream_is_file_backed_with_the_duplicate_window() -> None:
 
 def test_names_and_subjects_carry_the_prefixes() -> None:
     by_name = configs(stream_prefix="T1", subject_prefix="t1.")
-    assert set(by_name) == {"T1_REQUESTS", "T1_INTEGRATIONS", "T1_WORK", "T1_EVENTS"}
+    assert set(by_name) == {
+        "T1_REQUESTS",
+        "T1_INTEGRATIONS",
+        "T1_WORK",
+        "T1_EVENTS",
+        "T1_DEADLETTERS",
+    }
     assert "t1.bgremove.batch.requested" in (by_name["T1_REQUESTS"].subjects or [])
     assert "t1.avatar.project.completed" in (by_name["T1_INTEGRATIONS"].subjects or [])
     assert "t1.bgremove.batch.completed" in (by_name["T1_EVENTS"].subjects or [])
-    for config in by_name.values():
-        assert all((s or "").startswith("t1.") for s in config.subjects or [])
+    for name, config in by_name.items():
+        if name != "T1_DEADLETTERS":
+            assert all((s or "").startswith("t1.") for s in config.subjects or [])
+    assert by_name["T1_DEADLETTERS"].subjects == [
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.T1_WORK.*"
+    ]
+
+
+def test_one_work_consumer_per_lane_and_partition() -> None:
+    settings = NatsSettings(stream_prefix="T1", subject_prefix="t1.")
+    consumers = work_consumer_configs(settings, Limits(work_partitions=3, max_deliver=7))
+    assert [c.durable_name for c in consumers] == [
+        "T1_WORK_INTERACTIVE_0",
+        "T1_WORK_INTERACTIVE_1",
+        "T1_WORK_INTERACTIVE_2",
+        "T1_WORK_BULK_0",
+        "T1_WORK_BULK_1",
+        "T1_WORK_BULK_2",
+    ]
+    assert consumers[4].filter_subject == "t1.bgremove.work.bulk.1.*"
+    assert {c.max_deliver for c in consumers} == {7}
+    assert {c.backoff for c in consumers} == {None}  # NAK delays only (NATS-NOTES trap 6)
 
 
 def test_work_stream_is_a_partitioned_work_queue() -> None:

@@ -5,6 +5,17 @@ CloudEvents headers in `contracts.cloudevents`; `contracts.generate` writes the
 JSON Schemas, the AsyncAPI document and the README under `contracts/`.
 """
 
+from lumiku_bgremover.contracts.admin import (
+    CreditBalanceReply,
+    CreditBalanceRequest,
+    CreditGrantReply,
+    CreditGrantRequest,
+    GrantReason,
+    SubscriptionInfo,
+    SubscriptionReply,
+    SubscriptionSetRequest,
+    SubscriptionShowRequest,
+)
 from lumiku_bgremover.contracts.codec import (
     ContractError,
     Identity,
@@ -71,8 +82,13 @@ __all__ = [
     "BatchStatusRequest",
     "ContractError",
     "Correlation",
+    "CreditBalanceReply",
+    "CreditBalanceRequest",
+    "CreditGrantReply",
+    "CreditGrantRequest",
     "ErrorReply",
     "FailCode",
+    "GrantReason",
     "Identity",
     "ImageInput",
     "ImageRef",
@@ -91,6 +107,10 @@ __all__ = [
     "RejectCode",
     "RequestMode",
     "RequestRejected",
+    "SubscriptionInfo",
+    "SubscriptionReply",
+    "SubscriptionSetRequest",
+    "SubscriptionShowRequest",
     "Tier",
     "UpscaleStep",
     "UpscalerCompleted",

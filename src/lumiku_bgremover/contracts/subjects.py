@@ -14,7 +14,7 @@ from typing import Final
 
 import msgspec
 
-from lumiku_bgremover.contracts import inbound, integrations, outbound, replies, work
+from lumiku_bgremover.contracts import admin, inbound, integrations, outbound, replies, work
 from lumiku_bgremover.contracts.common import USER_ID_PATTERN
 from lumiku_bgremover.contracts.work import Lane
 
@@ -37,13 +37,24 @@ ITEM_FAILED: Final = "bgremove.item.failed"
 BATCH_PROGRESS: Final = "bgremove.batch.progress"
 BATCH_COMPLETED: Final = "bgremove.batch.completed"
 UPSCALER_REQUESTED: Final = "upscaler.requested"
+ADMIN_CREDITS_GRANT: Final = "bgremove.admin.credits.grant"
+ADMIN_CREDITS_BALANCE: Final = "bgremove.admin.credits.balance"
+ADMIN_SUBSCRIPTION_SET: Final = "bgremove.admin.subscription.set"
+ADMIN_SUBSCRIPTION_SHOW: Final = "bgremove.admin.subscription.show"
 
 #: Requests to this service (the requests stream).
 REQUEST_SUBJECTS: Final = (BATCH_REQUESTED, IMAGE_REQUESTED, BATCH_CANCEL)
 #: Other apps' events that start removals (the integrations stream).
 INTEGRATION_SUBJECTS: Final = (AVATAR_PROJECT_COMPLETED, POSE_GENERATED, UPSCALER_COMPLETED)
-#: Core-NATS request-reply subjects (no stream).
-REQUEST_REPLY_SUBJECTS: Final = (QUOTE, BATCH_STATUS)
+#: Operator subjects, answered only with `ADMIN_SUBJECTS_ENABLED` (core NATS, no stream).
+ADMIN_SUBJECTS: Final = (
+    ADMIN_CREDITS_GRANT,
+    ADMIN_CREDITS_BALANCE,
+    ADMIN_SUBSCRIPTION_SET,
+    ADMIN_SUBSCRIPTION_SHOW,
+)
+#: Core-NATS request-reply subjects (no stream), the admin ones included.
+REQUEST_REPLY_SUBJECTS: Final = (QUOTE, BATCH_STATUS, *ADMIN_SUBJECTS)
 #: Events this service publishes (the events stream), the Upscaler handover included.
 EVENT_SUBJECTS: Final = (
     BATCH_ACCEPTED,
@@ -180,6 +191,36 @@ REGISTRY: Final[tuple[Contract, ...]] = (
         (replies.BatchStatusRequest,),
         "Progress of one batch; another user's batch answers `not_found`.",
         (replies.BatchStatusReply, replies.ErrorReply),
+    ),
+    Contract(
+        ADMIN_CREDITS_GRANT,
+        _RR,
+        (admin.CreditGrantRequest,),
+        "Admin (only with `ADMIN_SUBJECTS_ENABLED`): add credits, once per `idempotency_key`.",
+        (admin.CreditGrantReply, replies.ErrorReply),
+    ),
+    Contract(
+        ADMIN_CREDITS_BALANCE,
+        _RR,
+        (admin.CreditBalanceRequest,),
+        "Admin (only with `ADMIN_SUBJECTS_ENABLED`): a user's credit balance.",
+        (admin.CreditBalanceReply, replies.ErrorReply),
+    ),
+    Contract(
+        ADMIN_SUBSCRIPTION_SET,
+        _RR,
+        (admin.SubscriptionSetRequest,),
+        "Admin (only with `ADMIN_SUBJECTS_ENABLED`): give a user a plan from now, replacing "
+        "an active one.",
+        (admin.SubscriptionReply, replies.ErrorReply),
+    ),
+    Contract(
+        ADMIN_SUBSCRIPTION_SHOW,
+        _RR,
+        (admin.SubscriptionShowRequest,),
+        "Admin (only with `ADMIN_SUBJECTS_ENABLED`): a user's active subscription and "
+        "today's quota.",
+        (admin.SubscriptionReply, replies.ErrorReply),
     ),
     Contract(
         WORK_ADDRESS,

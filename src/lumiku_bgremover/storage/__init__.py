@@ -1,9 +1,11 @@
-"""Object storage: the `ObjectStore` interface, its S3 and local implementations."""
+"""Object storage: the `ObjectStore` interface, its S3 and local implementations, and
+the streamed batch ZIP."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lumiku_bgremover.storage.archive import ArchiveEntry, ArchiveEntryMissing, build_archive
 from lumiku_bgremover.storage.base import (
     MIN_PART_SIZE,
     BucketNotAllowed,
@@ -18,6 +20,7 @@ from lumiku_bgremover.storage.base import (
 )
 from lumiku_bgremover.storage.local import LocalObjectStore
 from lumiku_bgremover.storage.s3 import S3ObjectStore
+from lumiku_bgremover.storage.zipnames import zip_names
 
 if TYPE_CHECKING:
     from lumiku_bgremover.settings import StorageSettings
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_LOCAL_BUCKET",
     "MIN_PART_SIZE",
+    "ArchiveEntry",
+    "ArchiveEntryMissing",
     "BucketNotAllowed",
     "InvalidKey",
     "LocalObjectStore",
@@ -34,9 +39,11 @@ __all__ = [
     "ObjectTooLarge",
     "S3ObjectStore",
     "StorageError",
+    "build_archive",
     "build_object_store",
     "validate_bucket",
     "validate_key",
+    "zip_names",
 ]
 
 #: Bucket (sub-directory) of the local store when no S3 settings name one.

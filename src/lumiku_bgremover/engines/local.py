@@ -1,0 +1,250 @@
+"""The local engine: ONNX Runtime on a weights file, one preprocessing spec per model.
+
+Inference is CPU-bound: it runs in a worker thread (`asyncio.to_thread`), never on
+the event loop. Each model's `InferenceSession` is created once, lazily and
+thread-safely, on first use (fetching its weights then if needed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from lumiku_bgremover.contracts.codes import FailCode
+from lumiku_bgremover.engines.base import EngineError, ModelNotFound
+from lumiku_bgremover.engines.weights import Packer, npm_pack, resolve_weights
+
+__all__ = [
+    "MODEL_SPECS",
+    "ModelSpec",
+    "OnnxEngine",
+    "WeightsLocator",
+    "local_engine",
+    "postprocess",
+    "preprocess",
+]
+
+Triple = tuple[float, float, float]
+IMAGENET_MEAN: Final[Triple] = (0.485, 0.456, 0.406)
+IMAGENET_STD: Final[Triple] = (0.229, 0.224, 0.225)
+HALF: Final[Triple] = (0.5, 0.5, 0.5)
+ONE: Final[Triple] = (1.0, 1.0, 1.0)
+#: Logits are clipped to this before the sigmoid (exp overflows float32 past ~88).
+_LOGIT_LIMIT: Final = 60.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSpec:
+    """How one model wants its input and gives its output.
+
+    The image is resized to `size` x `size` (bilinear), scaled to [0, 1], then
+    normalised per channel as `(x - mean) / std`, laid out [1, 3, size, size].
+    The first output's first plane is the matte: `minmax` rescales it to [0, 1],
+    `sigmoid` maps logits to [0, 1].
+    """
+
+    name: str
+    size: int
+    mean: Triple
+    std: Triple
+    output: Literal["minmax", "sigmoid"]
+    input_name: str | None = None  #: None: the model's first input
+
+
+#: The models the local engine knows (DESIGN.md, "Engines"). Only isnet-* have a
+#: weights fetcher; the others need their ONNX file placed in the model cache dir.
+MODEL_SPECS: Final[Mapping[str, ModelSpec]] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            ModelSpec(
+                name="isnet-medium",
+                size=1024,
+                mean=HALF,
+                std=ONE,
+                output="minmax",
+                input_name="input",
+            ),
+            ModelSpec(
+                name="isnet-small",
+                size=1024,
+                mean=HALF,
+                std=ONE,
+                output="minmax",
+                input_name="input",
+            ),
+            ModelSpec(
+                name="birefnet", size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, output="sigmoid"
+            ),
+            ModelSpec(name="rmbg-1.4", size=1024, mean=HALF, std=ONE, output="minmax"),
+            ModelSpec(
+                name="u2net", size=320, mean=IMAGENET_MEAN, std=IMAGENET_STD, output="minmax"
+            ),
+        )
+    }
+)
+
+#: `locate(model) -> path` of a verified weights file; blocking, run in a worker thread.
+WeightsLocator = Callable[[str], Path]
+
+
+def preprocess(image: Image.Image, spec: ModelSpec) -> npt.NDArray[np.float32]:
+    """The model input for an RGB `image`: float32 [1, 3, size, size]."""
+    resized = image.resize((spec.size, spec.size), Image.Resampling.BILINEAR)
+    pixels = np.asarray(resized, dtype=np.float32) / np.float32(255.0)
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    normalised = (pixels - mean) / std
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1)[np.newaxis])
+
+
+def postprocess(output: npt.NDArray[Any], spec: ModelSpec, size: tuple[int, int]) -> Image.Image:
+    """The mode "L" matte of `size` (width, height) from the model's first output."""
+    if output.ndim < 2:  # noqa: PLR2004 - a matte has two dimensions
+        raise EngineError(f"model {spec.name!r} gave an output of shape {output.shape}")
+    plane = output.reshape(-1, *output.shape[-2:])[0].astype(np.float32)
+    if spec.output == "sigmoid":
+        unit = 1.0 / (1.0 + np.exp(-np.clip(plane, -_LOGIT_LIMIT, _LOGIT_LIMIT)))
+    else:
+        low, high = float(plane.min()), float(plane.max())
+        unit = (plane - low) / (high - low) if high - low > 1e-6 else np.zeros_like(plane)  # noqa: PLR2004
+    matte = Image.fromarray(np.clip(unit * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    return matte if matte.size == size else matte.resize(size, Image.Resampling.BILINEAR)
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    session: Any
+    input_name: str
+    input_dtype: type[np.floating[Any]]
+    output_name: str
+
+
+class OnnxEngine:
+    """Removes backgrounds with ONNX Runtime (CPU by default) on local weights.
+
+    `weights` locates a model's file by name (see `local_engine` for the usual
+    one); `specs` maps model names to their `ModelSpec`; `intra_op_num_threads`
+    caps ONNX Runtime's threads per inference (None: its default, one per core).
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        weights: WeightsLocator,
+        *,
+        specs: Mapping[str, ModelSpec] = MODEL_SPECS,
+        intra_op_num_threads: int | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+    ) -> None:
+        if intra_op_num_threads is not None and intra_op_num_threads < 1:
+            raise ValueError(f"intra_op_num_threads must be >= 1, got {intra_op_num_threads}")
+        self._weights = weights
+        self._specs = dict(specs)
+        self._threads = intra_op_num_threads
+        self._providers = list(providers)
+        self._sessions: dict[str, _Loaded] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @property
+    def models(self) -> list[str]:
+        """The model names this engine accepts."""
+        return sorted(self._specs)
+
+    def spec(self, model: str) -> ModelSpec:
+        """The spec of `model`, or `ModelNotFound`."""
+        found = self._specs.get(model)
+        if found is None:
+            raise ModelNotFound(self.name, model, list(self._specs))
+        return found
+
+    async def load(self, model: str) -> None:
+        """Fetch the weights and create the session now (at start-up) instead of on first use."""
+        spec = self.spec(model)
+        await asyncio.to_thread(self._loaded, spec)
+
+    async def matte(self, image: Image.Image, *, model: str) -> Image.Image:
+        """The alpha matte of `image` by `model`, the size of `image`."""
+        spec = self.spec(model)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        return await asyncio.to_thread(self._run, rgb, spec)
+
+    def _run(self, image: Image.Image, spec: ModelSpec) -> Image.Image:
+        loaded = self._loaded(spec)
+        tensor = preprocess(image, spec).astype(loaded.input_dtype, copy=False)
+        try:
+            outputs = loaded.session.run([loaded.output_name], {loaded.input_name: tensor})
+        except Exception as error:
+            raise EngineError(f"model {spec.name!r} failed on this image: {error}") from error
+        return postprocess(np.asarray(outputs[0]), spec, image.size)
+
+    def _loaded(self, spec: ModelSpec) -> _Loaded:
+        found = self._sessions.get(spec.name)
+        if found is not None:
+            return found
+        with self._guard:
+            lock = self._locks.setdefault(spec.name, threading.Lock())
+        with lock:
+            found = self._sessions.get(spec.name)
+            if found is None:
+                found = self._load(spec)
+                self._sessions[spec.name] = found
+        return found
+
+    def _load(self, spec: ModelSpec) -> _Loaded:
+        path = self._weights(spec.name)
+        try:
+            import onnxruntime as ort  # noqa: PLC0415 - optional extra, heavy import
+
+            options = ort.SessionOptions()
+            if self._threads is not None:
+                options.intra_op_num_threads = self._threads
+            session = ort.InferenceSession(
+                str(path), sess_options=options, providers=self._providers
+            )
+        except Exception as error:
+            raise EngineError(
+                f"cannot load model {spec.name!r} from {path}: {error}",
+                code=FailCode.ENGINE_UNAVAILABLE,
+            ) from error
+        return _describe(session, spec, path)
+
+
+def _describe(session: Any, spec: ModelSpec, path: Path) -> _Loaded:
+    inputs = {item.name: item.type for item in session.get_inputs()}
+    name = spec.input_name or next(iter(inputs), "")
+    if name not in inputs:
+        raise EngineError(
+            f"model {spec.name!r} at {path} has no input {name!r} (it has {sorted(inputs)})",
+            code=FailCode.ENGINE_UNAVAILABLE,
+        )
+    dtype = np.float16 if inputs[name] == "tensor(float16)" else np.float32
+    output = session.get_outputs()[0].name  # only the first: IS-Net has 11 side outputs
+    return _Loaded(session=session, input_name=name, input_dtype=dtype, output_name=output)
+
+
+def local_engine(
+    cache_dir: Path,
+    *,
+    weights_paths: Mapping[str, Path] | None = None,
+    intra_op_num_threads: int | None = None,
+    packer: Packer = npm_pack,
+) -> OnnxEngine:
+    """An `OnnxEngine` whose weights come from `resolve_weights` (cache, npm, or given paths)."""
+    paths = dict(weights_paths or {})
+
+    def locate(model: str) -> Path:
+        return resolve_weights(model, cache_dir, weights_path=paths.get(model), packer=packer)
+
+    return OnnxEngine(locate, intra_op_num_threads=intra_op_num_threads)

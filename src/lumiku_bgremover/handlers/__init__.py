@@ -1,0 +1,1 @@
+"""Thin FastStream subscribers: each decodes, calls a service function, encodes the answer."""

@@ -1,0 +1,64 @@
+"""The quote subject: price a request and say whether the user can pay it now."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from faststream.nats import NatsBroker
+from faststream.nats.annotations import NatsMessage
+
+from lumiku_bgremover import billing
+from lumiku_bgremover.contracts import ContractError, QuoteReply, QuoteRequest, RejectCode
+from lumiku_bgremover.contracts.subjects import QUOTE, with_prefix
+from lumiku_bgremover.handlers.replying import InjectedServices, respond
+from lumiku_bgremover.pricing import InvalidCount, PricingError, UnknownTier
+from lumiku_bgremover.services import Services
+from lumiku_bgremover.settings import Settings
+
+__all__ = ["QUOTE_QUEUE", "answer_quote", "pricing_error", "quote", "register_quote_handler"]
+
+#: Core-NATS queue group: replicas share the quote subject, each request answered once.
+QUOTE_QUEUE: Final = "bgremove-quote"
+
+
+def pricing_error(error: PricingError) -> ContractError:
+    """The `ContractError` (code, message, JSON path) a pricing refusal answers with."""
+    if isinstance(error, UnknownTier):
+        return ContractError(RejectCode.UNKNOWN_TIER, str(error), "$.tier")
+    if isinstance(error, InvalidCount):
+        too_many = isinstance(error.count, int) and error.count > error.max_images
+        code = RejectCode.TOO_MANY_IMAGES if too_many else RejectCode.INVALID_REQUEST
+        return ContractError(code, str(error), "$.count")
+    return ContractError(RejectCode.INVALID_REQUEST, str(error))
+
+
+async def quote(services: Services, request: QuoteRequest) -> QuoteReply:
+    """Price `request` at the services' clock, within the configured image limit."""
+    async with services.pool.acquire() as conn:
+        try:
+            return await billing.build_quote(
+                conn,
+                request,
+                now=services.clock(),
+                tz=services.settings.timezone,
+                max_images=services.settings.limits.max_images,
+            )
+        except PricingError as error:
+            raise pricing_error(error) from error
+
+
+async def answer_quote(services: Services, body: bytes) -> bytes:
+    """The encoded `QuoteReply` or `ErrorReply` to a raw quote request."""
+
+    async def answer(request: QuoteRequest) -> QuoteReply:
+        return await quote(services, request)
+
+    return await respond(QuoteRequest, body, answer, subject=QUOTE)
+
+
+def register_quote_handler(broker: NatsBroker, settings: Settings) -> None:
+    """Subscribe the quote subject (under the deployment prefix) in the queue group."""
+
+    @broker.subscriber(with_prefix(settings.nats.subject_prefix, QUOTE), queue=QUOTE_QUEUE)
+    async def on_quote(msg: NatsMessage, services: InjectedServices) -> bytes:
+        return await answer_quote(services, msg.body)

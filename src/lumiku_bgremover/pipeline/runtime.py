@@ -1,0 +1,106 @@
+"""Building and running the pipeline: intake, the work queue, completion, dead letters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+
+from lumiku_bgremover import messaging
+from lumiku_bgremover.engines.fake import FakeEngine
+from lumiku_bgremover.engines.router import EngineRouter, build_router
+from lumiku_bgremover.pipeline.completion import Finalizer
+from lumiku_bgremover.pipeline.events import EventPublisher
+from lumiku_bgremover.pipeline.intake import Intake
+from lumiku_bgremover.pipeline.processor import ItemProcessor
+from lumiku_bgremover.services import Services
+from lumiku_bgremover.sources import DEFAULT_POLICY, FetchPolicy, SourceLoader, UrlFetcher
+from lumiku_bgremover.workqueue import DeadLetterMover, WorkQueueRunner
+
+log = logging.getLogger(__name__)
+
+#: Key under which handlers find the `Pipeline` in FastStream's context.
+PIPELINE_KEY = "pipeline"
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """The running parts handlers and the work queue use."""
+
+    services: Services
+    intake: Intake
+    finalizer: Finalizer
+    processor: ItemProcessor
+    events: EventPublisher
+
+
+def default_router(services: Services) -> EngineRouter:
+    """Engines for the configured routes; the fake one takes its delay and failure rate."""
+    engines = services.settings.engines
+    fake = FakeEngine(delay_s=engines.fake_delay_s, failure_rate=engines.fake_failure_rate)
+    return build_router(engines, fake=fake)
+
+
+def presign_ttl(services: Services) -> int:
+    """Lifetime of presigned URLs (the S3 setting, or an hour)."""
+    s3 = services.settings.storage.s3
+    return s3.presign_ttl_s if s3 is not None else 3600
+
+
+def build_pipeline(
+    services: Services, nc: Client, router: EngineRouter, fetcher: UrlFetcher
+) -> Pipeline:
+    """Wire the pipeline's parts over one NATS connection."""
+    settings = services.settings
+    js = nc.jetstream(timeout=settings.nats.publish_timeout_s)
+    events = EventPublisher(js, settings.nats, clock=services.clock)
+    ttl = presign_ttl(services)
+    s3 = settings.storage.s3
+    loader = SourceLoader(
+        services.store, fetcher, max_bytes=settings.limits.max_image_bytes,
+        allowed_buckets=s3.allowed_buckets if s3 else (),
+    )  # fmt: skip
+    finalizer = Finalizer(
+        services.pool, services.store, events, clock=services.clock, presign_ttl_s=ttl,
+        max_entry_bytes=8 * settings.limits.max_image_bytes,
+    )  # fmt: skip
+    processor = ItemProcessor(
+        services.pool, services.store, loader, router, events=events, finalizer=finalizer,
+        clock=services.clock, max_pixels=settings.limits.max_image_pixels, presign_ttl_s=ttl,
+    )  # fmt: skip
+    intake = Intake(
+        services.pool, loader, events, js=js, nats=settings.nats, limits=settings.limits,
+        clock=services.clock, timezone=settings.timezone,
+    )  # fmt: skip
+    return Pipeline(services, intake, finalizer, processor, events)
+
+
+@asynccontextmanager
+async def run_pipeline(
+    services: Services,
+    *,
+    router: EngineRouter | None = None,
+    fetch_policy: FetchPolicy = DEFAULT_POLICY,
+    work: bool = True,
+) -> AsyncIterator[Pipeline]:
+    """The pipeline with its work queue and dead-letter mover running (when `work`)."""
+    settings = services.settings
+    nc = await messaging.connect(settings.nats, name=f"{messaging.CLIENT_NAME}-pipeline")
+    fetcher = UrlFetcher(policy=fetch_policy)
+    pipeline = build_pipeline(services, nc, router or default_router(services), fetcher)
+    js = nc.jetstream(timeout=settings.nats.publish_timeout_s)
+    runner = WorkQueueRunner(js, settings.nats, settings.limits, pipeline.processor)
+    mover = DeadLetterMover(js, settings.nats, pipeline.processor)
+    try:
+        if work:
+            await runner.start()
+            await mover.start()
+        yield pipeline
+    finally:
+        await runner.stop()
+        await mover.stop()
+        await fetcher.aclose()
+        await nc.drain()

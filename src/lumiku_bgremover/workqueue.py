@@ -1,0 +1,385 @@
+"""The keyed work queue: partitioned pull consumers, the interactive lane first, users in turn.
+
+Each (lane, partition) durable consumer gets a `Feed` that keeps at most one
+message fetched ahead and heartbeats it (`in_progress`) while it waits, so a
+message never reaches its ack deadline (or its delivery limit) just by queueing
+here. A scheduler takes the next message from the interactive feeds first, then
+the bulk feeds, each lane in round-robin over its partitions, whenever one of
+`concurrency` slots is free. A message is acked only after the processor has
+returned (its result and state durable); a failure is nak'ed with a growing
+delay; on its last delivery the processor is asked to give the item up (a
+failed, refunded item), and the `DeadLetterMover` does the same for items whose
+last delivery ended without an answer (a killed worker).
+
+FastStream's subscribers are not used here: they cannot take turns across
+consumers. Everything else (requests, quotes) stays a FastStream subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from lumiku_bgremover.contracts import subjects
+from lumiku_bgremover.contracts.codec import ContractError, decode, encode
+from lumiku_bgremover.contracts.codes import FailCode
+from lumiku_bgremover.contracts.work import Lane, WorkItem
+from lumiku_bgremover.provisioning import StreamNames, dead_letter_consumer_config
+from lumiku_bgremover.settings import Limits, NatsSettings
+
+log = logging.getLogger(__name__)
+
+#: Lanes in the order they are served.
+LANE_ORDER: tuple[Lane, ...] = (Lane.INTERACTIVE, Lane.BULK)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One delivery of a work item."""
+
+    item: WorkItem
+    attempt: int  #: 1 on the first delivery
+    last: bool  #: no redelivery follows this one
+    stream_seq: int
+
+
+async def enqueue(js: JetStreamContext, settings: NatsSettings, item: WorkItem) -> None:
+    """Publish a work item; `Nats-Msg-Id` = item id, so a re-publish is de-duplicated."""
+    await js.publish(
+        subjects.work_subject(item.lane, item.user_id, settings.subject_prefix),
+        encode(item),
+        timeout=settings.publish_timeout_s,
+        stream=StreamNames.of(settings).work,
+        headers={"Nats-Msg-Id": item.item_id},
+    )
+
+
+class Processor(Protocol):
+    """What the queue drives: processing an item, and giving one up."""
+
+    async def process(self, delivery: Delivery) -> None:
+        """Make the item's outcome durable; raise to have it retried."""
+
+    async def give_up(self, item: WorkItem, *, code: FailCode, message: str) -> None:
+        """Record the item as failed (idempotent); called once retries are exhausted."""
+
+
+def partition_of(user_id: str, partitions: int) -> int:
+    """The partition the server's `{{partition(P,...)}}` transform gives a user (FNV-1a 32)."""
+    digest = 0x811C9DC5
+    for byte in user_id.encode():
+        digest = ((digest ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return digest % partitions
+
+
+def backoff_delay(
+    attempt: int, *, base_s: float = 2.0, cap_s: float = 120.0, jitter: float = 0.0
+) -> float:
+    """Delay before delivery `attempt + 1`: base * 2^(attempt-1), capped, +/- jitter share."""
+    delay = min(cap_s, base_s * float(2 ** max(0, attempt - 1)))
+    return delay * (1.0 + jitter)
+
+
+def pick(ready: Sequence[Sequence[bool]], cursors: list[int]) -> tuple[int, int] | None:
+    """The (lane, partition) to serve next: first lane with a ready partition, round-robin.
+
+    `ready[lane][partition]` says whether a message is waiting; `cursors[lane]` is
+    where that lane's turn starts and is moved past the partition picked.
+    """
+    for lane, partitions in enumerate(ready):
+        count = len(partitions)
+        for step in range(count):
+            partition = (cursors[lane] + step) % count
+            if partitions[partition]:
+                cursors[lane] = (partition + 1) % count
+                return lane, partition
+    return None
+
+
+class Feed:
+    """One consumer's prefetcher: at most one message ahead, heartbeated while it waits."""
+
+    def __init__(
+        self,
+        sub: JetStreamContext.PullSubscription,
+        wakeup: asyncio.Event,
+        *,
+        poll_s: float,
+        heartbeat_s: float,
+    ) -> None:
+        self._sub = sub
+        self._wakeup = wakeup
+        self._poll_s = poll_s
+        self._heartbeat_s = heartbeat_s
+        self._taken = asyncio.Event()
+        self.message: Msg | None = None
+
+    def take(self) -> Msg:
+        """Hand the waiting message over to a worker slot."""
+        assert self.message is not None
+        message, self.message = self.message, None
+        self._taken.set()
+        return message
+
+    async def run(self) -> None:
+        """Fetch, wait until taken (heartbeating), repeat; until cancelled."""
+        while True:
+            if self.message is None:
+                await self._fetch()
+            else:
+                await self._hold()
+
+    async def _fetch(self) -> None:
+        try:
+            messages = await self._sub.fetch(1, timeout=self._poll_s)
+        except nats.errors.TimeoutError:
+            return
+        self._taken.clear()
+        self.message = messages[0]
+        self._wakeup.set()
+
+    async def _hold(self) -> None:
+        try:
+            await asyncio.wait_for(self._taken.wait(), self._heartbeat_s)
+        except TimeoutError:
+            if self.message is not None:
+                await self.message.in_progress()
+
+    async def release(self) -> None:
+        """Give a message that was never started back to the queue at once."""
+        if self.message is not None:
+            message, self.message = self.message, None
+            await message.nak()
+
+
+@contextlib.asynccontextmanager
+async def heartbeat(message: Msg, interval_s: float) -> AsyncIterator[None]:
+    """Tell JetStream every `interval_s` that `message` is still being worked on."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await message.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class WorkQueueRunner:
+    """Serves the work queue with `limits.worker_concurrency` slots."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        settings: NatsSettings,
+        limits: Limits,
+        processor: Processor,
+        *,
+        poll_s: float = 5.0,
+        heartbeat_s: float | None = None,
+        jitter: Callable[[], float] = lambda: random.uniform(-0.2, 0.2),  # noqa: S311
+    ) -> None:
+        self._js, self._settings, self._limits = js, settings, limits
+        self._processor = processor
+        self._poll_s, self._jitter = poll_s, jitter
+        self._heartbeat_s = heartbeat_s or limits.work_ack_wait_s / 3
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(limits.worker_concurrency)
+        self._feeds: list[list[Feed]] = []
+        self._cursors = [0 for _ in LANE_ORDER]
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Bind to every partition's durable consumer and start serving."""
+        names = StreamNames.of(self._settings)
+        for lane in LANE_ORDER:
+            feeds = []
+            for partition in range(self._limits.work_partitions):
+                sub = await self._js.pull_subscribe_bind(
+                    durable=names.work_consumer(lane, partition), stream=names.work
+                )
+                feeds.append(
+                    Feed(sub, self._wakeup, poll_s=self._poll_s, heartbeat_s=self._heartbeat_s)
+                )
+            self._feeds.append(feeds)
+        self._spawn(self._schedule(), self._tasks)
+        for feed in (f for lane in self._feeds for f in lane):
+            self._spawn(feed.run(), self._tasks)
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop taking work, return waiting messages, let in-flight items finish."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for feed in (f for lane in self._feeds for f in lane):
+            await feed.release()
+        if self._in_flight:
+            _, late = await asyncio.wait(self._in_flight, timeout=timeout_s)
+            for task in late:
+                task.cancel()  # its handler naks the message (see _handle)
+            await asyncio.gather(*late, return_exceptions=True)
+
+    def _spawn(self, coro: object, into: set[asyncio.Task[None]]) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+        into.add(task)
+        task.add_done_callback(into.discard)
+
+    async def _schedule(self) -> None:
+        while True:
+            await self._slots.acquire()
+            message = await self._next_message()
+            self._spawn(self._run_slot(message), self._in_flight)
+
+    async def _next_message(self) -> Msg:
+        while True:
+            ready = [[feed.message is not None for feed in lane] for lane in self._feeds]
+            chosen = pick(ready, self._cursors)
+            if chosen is not None:
+                lane, partition = chosen
+                return self._feeds[lane][partition].take()
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def _run_slot(self, message: Msg) -> None:
+        try:
+            await self._handle(message)
+        finally:
+            self._slots.release()
+
+    async def _handle(self, message: Msg) -> None:
+        try:
+            item = decode(WorkItem, message.data)
+        except ContractError:
+            log.exception(
+                "work message %s is not a WorkItem: %r; terminated",
+                message.subject,
+                message.data[:500],
+            )
+            await message.term()
+            return
+        delivered = message.metadata.num_delivered
+        delivery = Delivery(
+            item=item,
+            attempt=delivered,
+            last=delivered >= self._limits.max_deliver,
+            stream_seq=message.metadata.sequence.stream,
+        )
+        await self._settle(message, delivery)
+
+    async def _settle(self, message: Msg, delivery: Delivery) -> None:
+        try:
+            async with heartbeat(message, self._heartbeat_s):
+                await self._processor.process(delivery)
+        except asyncio.CancelledError:
+            await message.nak()  # shutting down: someone else takes it now
+            raise
+        except Exception as error:  # noqa: BLE001 (any failure is retried, then given up)
+            await self._failed(message, delivery, error)
+            return
+        await message.ack()
+
+    async def _failed(self, message: Msg, delivery: Delivery, error: Exception) -> None:
+        item = delivery.item
+        if not delivery.last:
+            delay = backoff_delay(delivery.attempt, jitter=self._jitter())
+            log.warning(
+                "item %s attempt %d failed (%s); retry in %.1f s",
+                item.item_id,
+                delivery.attempt,
+                error,
+                delay,
+            )
+            await message.nak(delay=delay)
+            return
+        log.error("item %s failed on its last delivery: %s", item.item_id, error)
+        try:
+            await self._processor.give_up(
+                item,
+                code=FailCode.MAX_DELIVERIES,
+                message=f"gave up after {delivery.attempt} attempts: {error}",
+            )
+        except Exception:
+            log.exception("could not give item %s up; the dead-letter mover will", item.item_id)
+            await message.nak()
+            return
+        await message.ack()
+
+
+class DeadLetterMover:
+    """Turns max-deliveries advisories into failed items and removes the stuck message."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        settings: NatsSettings,
+        processor: Processor,
+        *,
+        poll_s: float = 5.0,
+    ) -> None:
+        self._js, self._names, self._processor = js, StreamNames.of(settings), processor
+        self._settings, self._poll_s = settings, poll_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Bind to the advisory stream's durable consumer and start moving."""
+        durable = dead_letter_consumer_config(self._settings).durable_name
+        sub = await self._js.pull_subscribe_bind(durable=durable, stream=self._names.dead_letters)
+        self._task = asyncio.create_task(self._run(sub))
+
+    async def stop(self) -> None:
+        """Stop after the advisory in hand."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
+        while True:
+            try:
+                advisories = await sub.fetch(1, timeout=self._poll_s)
+            except nats.errors.TimeoutError:
+                continue
+            for advisory in advisories:
+                await self._move(advisory)
+
+    async def _move(self, advisory: Msg) -> None:
+        try:
+            seq = msgspec.json.decode(advisory.data, type=dict[str, object]).get("stream_seq")
+            if isinstance(seq, int):
+                await self._give_up(seq)
+        except Exception:
+            log.exception("dead letter %s not moved yet", advisory.data[:200])
+            await advisory.nak(delay=backoff_delay(advisory.metadata.num_delivered))
+            return
+        await advisory.ack()
+
+    async def _give_up(self, seq: int) -> None:
+        try:
+            stored = await self._js.get_msg(self._names.work, seq)
+        except NotFoundError:
+            return  # acked or moved already
+        try:
+            item = decode(WorkItem, stored.data or b"")
+        except ContractError:
+            log.exception("dead letter %d is not a WorkItem; deleted", seq)
+        else:
+            await self._processor.give_up(
+                item, code=FailCode.MAX_DELIVERIES, message="no answer within the delivery limit"
+            )
+        await self._js.delete_msg(self._names.work, seq)

@@ -1,0 +1,262 @@
+"""The keyed work queue on a real JetStream server."""
+
+import asyncio
+import dataclasses
+from datetime import UTC, datetime
+
+import pytest
+from nats.aio.client import Client
+
+from lumiku_bgremover.contracts import ImageRef, OutputOptions, WorkItem
+from lumiku_bgremover.contracts.codes import FailCode
+from lumiku_bgremover.contracts.common import RequestMode, Tier
+from lumiku_bgremover.contracts.work import Lane
+from lumiku_bgremover.provisioning import StreamNames, provision_streams, work_consumer_configs
+from lumiku_bgremover.settings import Limits, NatsSettings
+from lumiku_bgremover.workqueue import (
+    DeadLetterMover,
+    Delivery,
+    WorkQueueRunner,
+    enqueue,
+    partition_of,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def item(user: str, index: int, lane: Lane = Lane.BULK, batch: str = "b1") -> WorkItem:
+    return WorkItem(
+        item_id=f"{batch}-{user}-{index}",
+        batch_id=f"{batch}-{user}",
+        user_id=user,
+        index=index,
+        tier=Tier.BASIC,
+        mode=RequestMode.BATCH,
+        filename=f"{index}.png",
+        ref=ImageRef(bucket="lumiku-bgremover", key=f"originals/{user}/{index}.png"),
+        options=OutputOptions(),
+        lane=lane,
+        enqueued_at=datetime.now(UTC),
+    )
+
+
+@dataclasses.dataclass
+class Recorder:
+    """A processor that records what it saw, with a fixed delay and scripted failures."""
+
+    delay_s: float = 0.0
+    fail_times: dict[str, int] = dataclasses.field(default_factory=dict)
+    done: list[str] = dataclasses.field(default_factory=list)
+    attempts: list[tuple[str, int, bool]] = dataclasses.field(default_factory=list)
+    given_up: list[tuple[str, FailCode]] = dataclasses.field(default_factory=list)
+    finished: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    expect: int = 0
+
+    async def process(self, delivery: Delivery) -> None:
+        item_id = delivery.item.item_id
+        self.attempts.append((item_id, delivery.attempt, delivery.last))
+        await asyncio.sleep(self.delay_s)
+        if self.fail_times.get(item_id, 0) >= delivery.attempt:
+            raise RuntimeError(f"scripted failure {delivery.attempt}")
+        self.done.append(item_id)
+        self._check()
+
+    async def give_up(self, item: WorkItem, *, code: FailCode, message: str) -> None:
+        assert message
+        self.given_up.append((item.item_id, code))
+        self._check()
+
+    def _check(self) -> None:
+        if len(self.done) + len(self.given_up) >= self.expect:
+            self.finished.set()
+
+
+@pytest.fixture
+def settings(nats_namespace: str) -> NatsSettings:
+    return NatsSettings(subject_prefix=f"{nats_namespace}.", stream_prefix=nats_namespace.upper())
+
+
+@pytest.fixture
+async def provisioned(nc: Client, settings: NatsSettings) -> None:
+    await provision_streams(nc.jetstream(), settings, Limits(work_partitions=4, max_deliver=3))
+
+
+async def run_queue(
+    nc: Client, settings: NatsSettings, recorder: Recorder, *, concurrency: int = 1, **kw: float
+) -> WorkQueueRunner:
+    limits = Limits(work_partitions=4, max_deliver=3, worker_concurrency=concurrency)
+    runner = WorkQueueRunner(
+        nc.jetstream(), settings, limits, recorder, poll_s=0.5, jitter=lambda: 0.0, **kw
+    )
+    await runner.start()
+    return runner
+
+
+async def stream_is_empty(nc: Client, settings: NatsSettings) -> bool:
+    """True once the work stream holds nothing (acks are fire-and-forget: allow them 5 s)."""
+    for _ in range(50):
+        info = await nc.jetstream().stream_info(StreamNames.of(settings).work)
+        if info.state.messages == 0:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+@pytest.mark.usefixtures("provisioned")
+async def test_items_are_processed_once_and_acked(nc: Client, settings: NatsSettings) -> None:
+    js = nc.jetstream()
+    items = [item(f"u{n % 3}", n) for n in range(12)]
+    for work in items + items[:4]:  # a re-publish is de-duplicated by Nats-Msg-Id
+        await enqueue(js, settings, work)
+    recorder = Recorder(expect=12)
+    runner = await run_queue(nc, settings, recorder, concurrency=3)
+    try:
+        await asyncio.wait_for(recorder.finished.wait(), 20)
+    finally:
+        await runner.stop()
+    assert sorted(recorder.done) == sorted(w.item_id for w in items)
+    assert await stream_is_empty(nc, settings)
+
+
+@pytest.mark.usefixtures("provisioned")
+async def test_interactive_lane_goes_before_a_bulk_backlog(
+    nc: Client, settings: NatsSettings
+) -> None:
+    js = nc.jetstream()
+    for n in range(30):
+        await enqueue(js, settings, item("alice", n))
+    recorder = Recorder(delay_s=0.05, expect=31)
+    runner = await run_queue(nc, settings, recorder)
+    try:
+        await asyncio.sleep(0.3)
+        await enqueue(js, settings, item("bob", 0, Lane.INTERACTIVE, batch="single"))
+        await asyncio.wait_for(recorder.finished.wait(), 30)
+    finally:
+        await runner.stop()
+    position = recorder.done.index("single-bob-0")
+    assert position < 12, recorder.done  # about 0.3 s of alice's items, plus prefetch
+
+
+@pytest.mark.usefixtures("provisioned")
+async def test_users_in_different_partitions_take_turns(nc: Client, settings: NatsSettings) -> None:
+    js = nc.jetstream()
+    for n in range(40):
+        await enqueue(js, settings, item("alice", n))
+    bob = next(
+        u
+        for u in (f"user-{i}" for i in range(50))
+        if partition_of(u, 4) != partition_of("alice", 4)
+    )
+    for n in range(5):
+        await enqueue(js, settings, item(bob, n))
+    recorder = Recorder(expect=45)
+    runner = await run_queue(nc, settings, recorder)
+    try:
+        await asyncio.wait_for(recorder.finished.wait(), 30)
+    finally:
+        await runner.stop()
+    last_bob = max(i for i, done in enumerate(recorder.done) if bob in done)
+    assert last_bob < 15, recorder.done  # bob's 5 items alternate with alice's, not after 40
+
+
+@pytest.mark.usefixtures("provisioned")
+async def test_transient_failures_are_retried_with_growing_delays(
+    nc: Client, settings: NatsSettings
+) -> None:
+    js = nc.jetstream()
+    await enqueue(js, settings, item("carol", 0))
+    recorder = Recorder(fail_times={"b1-carol-0": 2}, expect=1)
+    started = asyncio.get_running_loop().time()
+    runner = WorkQueueRunner(
+        js,
+        settings,
+        Limits(work_partitions=4, max_deliver=3),
+        recorder,
+        poll_s=0.5,
+        jitter=lambda: -0.9,  # delays of 0.2 s and 0.4 s
+    )
+    await runner.start()
+    try:
+        await asyncio.wait_for(recorder.finished.wait(), 20)
+    finally:
+        await runner.stop()
+    assert recorder.attempts == [
+        ("b1-carol-0", 1, False),
+        ("b1-carol-0", 2, False),
+        ("b1-carol-0", 3, True),
+    ]
+    assert recorder.done == ["b1-carol-0"]
+    assert asyncio.get_running_loop().time() - started >= 0.6
+    assert await stream_is_empty(nc, settings)
+
+
+@pytest.mark.usefixtures("provisioned")
+async def test_an_item_failing_every_delivery_is_given_up_once(
+    nc: Client, settings: NatsSettings
+) -> None:
+    js = nc.jetstream()
+    await enqueue(js, settings, item("dave", 0))
+    recorder = Recorder(fail_times={"b1-dave-0": 99}, expect=1)
+    runner = await run_queue(nc, settings, recorder, heartbeat_s=1.0)
+    runner._jitter = lambda: -0.95  # short delays keep the test quick
+    try:
+        await asyncio.wait_for(recorder.finished.wait(), 20)
+        await asyncio.sleep(0.5)
+    finally:
+        await runner.stop()
+    assert [a[1] for a in recorder.attempts] == [1, 2, 3]
+    assert recorder.given_up == [("b1-dave-0", FailCode.MAX_DELIVERIES)]
+    assert recorder.done == []
+    assert await stream_is_empty(nc, settings)
+
+
+@pytest.mark.usefixtures("provisioned")
+async def test_heartbeats_keep_a_slow_item_from_being_redelivered(
+    nc: Client, settings: NatsSettings
+) -> None:
+    js = nc.jetstream()
+    names = StreamNames.of(settings)
+    for config in work_consumer_configs(settings, Limits(work_partitions=4, max_deliver=3)):
+        await js.add_consumer(names.work, dataclasses.replace(config, ack_wait=1.0))
+    await enqueue(js, settings, item("erin", 0))
+    await enqueue(js, settings, item("erin", 1))
+    recorder = Recorder(delay_s=2.5, expect=2)
+    runner = await run_queue(nc, settings, recorder, heartbeat_s=0.3)
+    try:
+        await asyncio.wait_for(recorder.finished.wait(), 20)
+    finally:
+        await runner.stop()
+    # the second item waited ~2.5 s in the feed and the first took 2.5 s: both past ack_wait
+    assert sorted(recorder.attempts) == [("b1-erin-0", 1, False), ("b1-erin-1", 1, False)]
+
+
+@pytest.mark.usefixtures("provisioned")
+async def test_dead_letter_mover_gives_up_items_nobody_answered(
+    nc: Client, settings: NatsSettings
+) -> None:
+    js = nc.jetstream()
+    names = StreamNames.of(settings)
+    durable = names.work_consumer(Lane.BULK, partition_of("frank", 4))
+    config = next(
+        c
+        for c in work_consumer_configs(settings, Limits(work_partitions=4, max_deliver=3))
+        if c.durable_name == durable
+    )
+    await js.add_consumer(names.work, dataclasses.replace(config, ack_wait=0.5, max_deliver=2))
+    await enqueue(js, settings, item("frank", 0))
+    sub = await js.pull_subscribe_bind(durable=config.durable_name, stream=names.work)
+    for _ in range(2):  # a worker that takes the item and dies, twice
+        (await sub.fetch(1, timeout=5))[0]
+        await asyncio.sleep(0.7)
+    with pytest.raises(TimeoutError):  # a live worker asks again: the server gives up instead
+        await sub.fetch(1, timeout=1)
+    recorder = Recorder(expect=1)
+    mover = DeadLetterMover(js, settings, recorder, poll_s=0.5)
+    await mover.start()
+    try:
+        await asyncio.wait_for(recorder.finished.wait(), 20)
+        assert await stream_is_empty(nc, settings)  # deleted right after it was given up
+    finally:
+        await mover.stop()
+    assert recorder.given_up == [("b1-frank-0", FailCode.MAX_DELIVERIES)]
+    assert await stream_is_empty(nc, settings)
