@@ -16,6 +16,7 @@ from lumiku_bgremover.app import StartupError, create_app, provision
 from lumiku_bgremover.commands import credits as credits_cmd
 from lumiku_bgremover.commands import quote as quote_cmd
 from lumiku_bgremover.commands import subscriptions as subscription_cmd
+from lumiku_bgremover.engines.base import EngineError
 from lumiku_bgremover.envparse import SettingsError
 from lumiku_bgremover.settings import Settings
 from lumiku_bgremover.storage import build_object_store
@@ -112,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    except (StartupError, OSError, asyncpg.PostgresError) as error:
+    except (StartupError, EngineError, OSError, asyncpg.PostgresError) as error:
         print(f"lumiku-bgremover {args.command}: {error}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

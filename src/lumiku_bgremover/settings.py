@@ -114,6 +114,8 @@ class EngineSettings:
     model_cache_dir: Path = field(default_factory=MODEL_CACHE_DIR.expanduser)
     routes: dict[Tier, Route] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
     timeout_s: float = 60.0
+    #: ONNX Runtime threads per inference of the local engine (None: one per core).
+    local_threads: int | None = None
     #: The fake engine's delay per image and failure rate (tests, demos, benchmarks).
     fake_delay_s: float = 0.0
     fake_failure_rate: float = 0.0
@@ -284,6 +286,7 @@ def _engines(env: Env) -> EngineSettings:
         model_cache_dir=env.dir("MODEL_CACHE_DIR") or MODEL_CACHE_DIR.expanduser(),
         routes=_routes(env),
         timeout_s=env.number("ENGINE_TIMEOUT_S", 60.0, lo=1.0, hi=600.0),
+        local_threads=env.integer("LOCAL_ENGINE_THREADS", 0, lo=0, hi=256) or None,
         fake_delay_s=env.number("FAKE_ENGINE_DELAY_S", 0.0, lo=0.0, hi=600.0),
         fake_failure_rate=env.number("FAKE_ENGINE_FAILURE_RATE", 0.0, lo=0.0, hi=1.0),
     )

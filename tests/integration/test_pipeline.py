@@ -4,13 +4,16 @@ import dataclasses
 import io
 import zipfile
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from PIL import Image
 
+from lumiku_bgremover import billing
 from lumiku_bgremover.contracts import subjects
-from lumiku_bgremover.contracts.common import Tier
+from lumiku_bgremover.contracts.common import Plan, Tier
+from lumiku_bgremover.db import connect
 from lumiku_bgremover.settings import S3Settings
 from tests.integration.pipeline_harness import (
     Client,
@@ -212,3 +215,33 @@ async def test_items_failing_every_attempt_are_refunded_in_full(
         progress = client.events.of(subjects.BATCH_PROGRESS)
         assert progress
         assert progress[-1]["failed"] == 3
+
+
+async def test_a_failed_single_image_gives_back_its_quota_or_its_credits(client: Client) -> None:
+    db_url = client.settings.require_database().url
+    async with connect(db_url) as conn:
+        expires = datetime.now(UTC) + timedelta(days=30)
+        await billing.set_subscription(conn, "gina", Plan.STARTER, expires_at=expires)
+    await client.grant("gina", 50)
+    broken = await client.upload("gina", "broken.png", b"GIF89a but not really")
+
+    def single(request_id: str, tier: str) -> dict[str, object]:
+        return {"request_id": request_id, "user_id": "gina", "tier": tier,
+                "image": {"filename": "broken.png", "ref": broken}}  # fmt: skip
+
+    await client.publish(subjects.IMAGE_REQUESTED, single("gina-quota", "basic"))
+    await client.publish(subjects.IMAGE_REQUESTED, single("gina-credits", "industry"))
+    await client.events.wait(lambda log: len(log.of(subjects.BATCH_COMPLETED)) == 2, 60)
+
+    by_request = {e["request_id"]: e for e in client.events.of(subjects.BATCH_COMPLETED)}
+    assert by_request["gina-quota"]["credits_charged"] == 0
+    assert by_request["gina-credits"]["credits_refunded"] == 25
+    failed = {e["batch_id"]: e for e in client.events.of(subjects.ITEM_FAILED)}
+    assert failed[by_request["gina-credits"]["batch_id"]]["credits_refunded"] == 25
+    assert await client.balance("gina") == 50
+    async with connect(db_url) as conn:
+        used = await conn.fetchval("SELECT coalesce(sum(used), 0) FROM daily_usage")
+        released = await conn.fetchval(
+            "SELECT count(*) FROM quota_consumptions WHERE released_at IS NOT NULL"
+        )
+    assert (used, released) == (0, 1)

@@ -11,6 +11,7 @@ and the other tiers work.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Mapping
 from typing import Literal
 
@@ -22,7 +23,9 @@ from lumiku_bgremover.engines.base import Engine, EngineConfigError, EngineError
 from lumiku_bgremover.engines.fake import FakeEngine
 from lumiku_bgremover.settings import EngineSettings, Route
 
-__all__ = ["EngineRouter", "MissingPolicy", "UnavailableEngine", "build_router"]
+__all__ = ["EngineRouter", "MissingPolicy", "UnavailableEngine", "build_router", "warm_up"]
+
+log = logging.getLogger(__name__)
 
 #: What `build_router` does with a route naming an engine it cannot build.
 MissingPolicy = Literal["error", "unavailable"]
@@ -43,6 +46,16 @@ class UnavailableEngine:
             code=FailCode.ENGINE_UNAVAILABLE,
             retryable=False,
         )
+
+
+async def warm_up(router: EngineRouter) -> None:
+    """Load every routed model of engines that can (`load`), so no image waits for a download."""
+    for tier, route in router.routes.items():
+        engine = router.engines[route.engine]
+        load = getattr(engine, "load", None)
+        if load is not None:
+            log.info("loading %s model %s for tier %s", route.engine, route.model, tier)
+            await load(route.model)
 
 
 class EngineRouter:
@@ -123,7 +136,7 @@ def build_router(
 def _default_local(settings: EngineSettings) -> Engine:
     from lumiku_bgremover.engines.local import local_engine  # noqa: PLC0415 - numpy is optional
 
-    return local_engine(settings.model_cache_dir)
+    return local_engine(settings.model_cache_dir, intra_op_num_threads=settings.local_threads)
 
 
 def _missing(name: str, routes: Mapping[Tier, Route], policy: MissingPolicy) -> Engine:

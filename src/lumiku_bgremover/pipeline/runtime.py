@@ -11,7 +11,7 @@ from nats.aio.client import Client
 
 from lumiku_bgremover import messaging
 from lumiku_bgremover.engines.fake import FakeEngine
-from lumiku_bgremover.engines.router import EngineRouter, build_router
+from lumiku_bgremover.engines.router import EngineRouter, build_router, warm_up
 from lumiku_bgremover.pipeline.completion import Finalizer
 from lumiku_bgremover.pipeline.events import EventPublisher
 from lumiku_bgremover.pipeline.intake import Intake
@@ -88,9 +88,11 @@ async def run_pipeline(
 ) -> AsyncIterator[Pipeline]:
     """The pipeline with its work queue and dead-letter mover running (when `work`)."""
     settings = services.settings
+    router = router or default_router(services)
+    await warm_up(router)
     nc = await messaging.connect(settings.nats, name=f"{messaging.CLIENT_NAME}-pipeline")
     fetcher = UrlFetcher(policy=fetch_policy)
-    pipeline = build_pipeline(services, nc, router or default_router(services), fetcher)
+    pipeline = build_pipeline(services, nc, router, fetcher)
     js = nc.jetstream(timeout=settings.nats.publish_timeout_s)
     runner = WorkQueueRunner(js, settings.nats, settings.limits, pipeline.processor)
     mover = DeadLetterMover(js, settings.nats, pipeline.processor)
