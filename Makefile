@@ -44,7 +44,7 @@ demo: $(DEMO_STAMP)
 	$(BIN)/lumiku-bgremover demo $(PHOTO_DIR)
 
 bench: $(DEV_STAMP)
-	@echo "bench: no benchmarks yet; they arrive with the batch pipeline (see CHANGELOG)"
+	$(BIN)/python bench/bench_archive.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

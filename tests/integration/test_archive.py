@@ -21,7 +21,7 @@ import tracemalloc
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import pytest
 from PIL import Image
@@ -171,6 +171,16 @@ class GatedUpload(Wrapper):
                 return stream.read(size)
 
         return Reader()
+
+
+async def wait_for_fetches(wrapper: Wrapper, count: int, timeout_s: float = 8.0) -> float:
+    """Seconds until `wrapper.fetched` reached `count` (or `timeout_s` passed)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if wrapper.fetched >= count:
+            break
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
 
 
 async def wait_until_stalled(wrapper: Wrapper, timeout_s: float = 5.0) -> None:
@@ -346,11 +356,11 @@ async def test_a_slow_upload_holds_the_writer_back_without_blocking_the_loop(
         task = asyncio.create_task(
             build_archive(gated, ARCHIVE, entries, part_size=PART, max_entry_bytes=MIB)
         )
-        started = time.monotonic()
-        await wait_until_stalled(gated)
-        assert time.monotonic() - started < 8, "the event loop was blocked"
         # the pipe holds PIPE_PARTS parts: 9 entries fit, the 10th waits half-written
-        assert gated.fetched == PIPE_PARTS * PART // MIB
+        expected = PIPE_PARTS * PART // MIB
+        assert await wait_for_fetches(gated, expected) < 8, "the event loop was blocked"
+        await asyncio.sleep(0.5)
+        assert gated.fetched == expected  # and no further while the upload reads nothing
         gated.gate.set()
         info = await task
     finally:
@@ -420,7 +430,10 @@ async def test_more_than_65535_entries_use_zip64_records() -> None:
     memory.objects["tiny"] = b"px"
     count = 65_536 + 1
     entries = [ArchiveEntry(f"{i}.png", "tiny") for i in range(count)]
-    info = await build_archive(memory, ARCHIVE, entries, part_size=PART, max_entry_bytes=2)
+    only_what_is_used = cast("ObjectStore", memory)
+    info = await build_archive(
+        only_what_is_used, ARCHIVE, entries, part_size=PART, max_entry_bytes=2
+    )
     raw = memory.objects[ARCHIVE]
     assert info.size == len(raw)
     assert b"PK\x06\x06" in raw[-200:]  # the ZIP64 end of central directory record
@@ -565,6 +578,11 @@ def test_pipe_failure_reaches_the_reader_and_cancel_reaches_the_writer() -> None
 
 def test_pipe_read_all() -> None:
     pipe = BytePipe(capacity=4)
-    writer, _ = _in_thread(lambda: (pipe.write(b"x" * 10), pipe.close()))
+
+    def write_then_close() -> None:
+        pipe.write(b"x" * 10)
+        pipe.close()
+
+    writer, _ = _in_thread(write_then_close)
     assert pipe.read() == b"x" * 10
     writer.join(2)
