@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: Least time between two progress events of one batch from one process.
 PROGRESS_INTERVAL_S = 1.0
+#: Batches whose last progress time a process remembers (others may finish them).
+PROGRESS_MEMORY = 10_000
 
 
 def final_status(batch: repo.Batch) -> BatchStatus:
@@ -109,6 +111,8 @@ class Finalizer:
         elif last is not None and (now - last).total_seconds() < PROGRESS_INTERVAL_S:
             return
         else:
+            if len(self._last_progress) >= PROGRESS_MEMORY:
+                self._last_progress.clear()  # at worst one extra event per batch
             self._last_progress[batch.id] = now
         message = BatchProgress(
             batch_id=batch.id, user_id=batch.user_id, total=batch.total_items,
