@@ -1,4 +1,5 @@
-"""The `lumiku-bgremover` command: run, migrate, provision, quote, credits, subscription."""
+"""The `lumiku-bgremover` command: run, migrate, provision, quote, credits, subscription,
+status, demo and dev."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ import asyncpg
 from lumiku_bgremover import __version__, db
 from lumiku_bgremover.app import StartupError, create_app, provision
 from lumiku_bgremover.commands import credits as credits_cmd
+from lumiku_bgremover.commands import demo as demo_cmd
+from lumiku_bgremover.commands import dev as dev_cmd
 from lumiku_bgremover.commands import quote as quote_cmd
+from lumiku_bgremover.commands import status as status_cmd
 from lumiku_bgremover.commands import subscriptions as subscription_cmd
 from lumiku_bgremover.engines.base import EngineError
 from lumiku_bgremover.envparse import SettingsError
@@ -54,12 +58,6 @@ async def cmd_provision(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_not_yet(_: Settings, args: argparse.Namespace) -> int:
-    """Commands whose issue has not landed yet say so plainly."""
-    print(f"`lumiku-bgremover {args.command}` is not available yet (see the CHANGELOG).")
-    return EXIT_FAILED
-
-
 def no_arguments(_: argparse.ArgumentParser) -> None:
     """Commands that read everything from the environment."""
 
@@ -87,7 +85,21 @@ COMMANDS: dict[str, tuple[Command, str, Arguments]] = {
         "set or show a user's subscription (on the database)",
         subscription_cmd.add_arguments,
     ),
-    "demo": (cmd_not_yet, "run a real batch on an embedded stack (not yet)", no_arguments),
+    "status": (
+        status_cmd.run,
+        "ask a running service for a batch's progress over NATS",
+        status_cmd.add_arguments,
+    ),
+    "demo": (
+        demo_cmd.run,
+        "run a real batch on an embedded stack and write a before/after gallery",
+        demo_cmd.add_arguments,
+    ),
+    "dev": (
+        dev_cmd.run,
+        "dev up: keep an embedded NATS, PostgreSQL and local store running",
+        dev_cmd.add_arguments,
+    ),
 }
 
 

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Lanes in the order they are served.
 LANE_ORDER: tuple[Lane, ...] = (Lane.INTERACTIVE, Lane.BULK)
+#: Pause after an unexpected error of a fetch loop (server restarting, connection lost).
+RECOVER_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,8 @@ class Feed:
         self._heartbeat_s = heartbeat_s
         self._taken = asyncio.Event()
         self.message: Msg | None = None
+        #: Set before the task is cancelled: asyncio.wait_for on 3.11 can swallow a cancel.
+        self.stopping = False
 
     def take(self) -> Msg:
         """Hand the waiting message over to a worker slot."""
@@ -133,12 +137,22 @@ class Feed:
         return message
 
     async def run(self) -> None:
-        """Fetch, wait until taken (heartbeating), repeat; until cancelled."""
-        while True:
-            if self.message is None:
-                await self._fetch()
-            else:
-                await self._hold()
+        """Fetch, wait until taken (heartbeating), repeat; until stopped."""
+        while not self.stopping:
+            try:
+                if self.message is None:
+                    await self._fetch()
+                else:
+                    await self._hold()
+            except Exception:  # a partition must never stop being served
+                log.warning("work feed error; retrying in %.0f s", RECOVER_S, exc_info=True)
+                await asyncio.sleep(RECOVER_S)
+
+    async def close(self) -> None:
+        """Return a waiting message and stop the subscription (after `run` is cancelled)."""
+        await self.release()
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
 
     async def _fetch(self) -> None:
         try:
@@ -161,6 +175,19 @@ class Feed:
         if self.message is not None:
             message, self.message = self.message, None
             await message.nak()
+
+
+async def cancel_all(tasks: set[asyncio.Task[None]], *, patience_s: float = 1.0) -> None:
+    """Cancel `tasks` and wait for them, cancelling again any that shrugged a cancel off.
+
+    On Python 3.11 `asyncio.wait_for` can lose a cancellation that races with the
+    awaited result; the loops also check a stop flag, and this retries the cancel.
+    """
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=patience_s)
 
 
 @contextlib.asynccontextmanager
@@ -205,6 +232,7 @@ class WorkQueueRunner:
         self._cursors = [0 for _ in LANE_ORDER]
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     async def start(self) -> None:
         """Bind to every partition's durable consumer and start serving."""
@@ -225,11 +253,12 @@ class WorkQueueRunner:
 
     async def stop(self, timeout_s: float = 30.0) -> None:
         """Stop taking work, return waiting messages, let in-flight items finish."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stopping = True
         for feed in (f for lane in self._feeds for f in lane):
-            await feed.release()
+            feed.stopping = True
+        await cancel_all(self._tasks)
+        for feed in (f for lane in self._feeds for f in lane):
+            await feed.close()
         if self._in_flight:
             _, late = await asyncio.wait(self._in_flight, timeout=timeout_s)
             for task in late:
@@ -242,7 +271,7 @@ class WorkQueueRunner:
         task.add_done_callback(into.discard)
 
     async def _schedule(self) -> None:
-        while True:
+        while not self._stopping:
             await self._slots.acquire()
             message = await self._next_message()
             self._spawn(self._run_slot(message), self._in_flight)
@@ -336,24 +365,35 @@ class DeadLetterMover:
         self._js, self._names, self._processor = js, StreamNames.of(settings), processor
         self._settings, self._poll_s = settings, poll_s
         self._task: asyncio.Task[None] | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         """Bind to the advisory stream's durable consumer and start moving."""
         durable = dead_letter_consumer_config(self._settings).durable_name
-        sub = await self._js.pull_subscribe_bind(durable=durable, stream=self._names.dead_letters)
-        self._task = asyncio.create_task(self._run(sub))
+        self._sub = await self._js.pull_subscribe_bind(
+            durable=durable, stream=self._names.dead_letters
+        )
+        self._task = asyncio.create_task(self._run(self._sub))
 
     async def stop(self) -> None:
         """Stop after the advisory in hand."""
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_all({self._task})
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
 
     async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
-        while True:
+        while not self._stopping:
             try:
                 advisories = await sub.fetch(1, timeout=self._poll_s)
             except nats.errors.TimeoutError:
+                continue
+            except Exception:  # keep moving dead letters after a hiccup
+                log.warning("dead-letter fetch failed; retrying", exc_info=True)
+                await asyncio.sleep(RECOVER_S)
                 continue
             for advisory in advisories:
                 await self._move(advisory)

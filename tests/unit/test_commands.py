@@ -13,9 +13,11 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from lumiku_bgremover.cli import COMMANDS, parser
+from lumiku_bgremover.commands.asking import NoService
+from lumiku_bgremover.commands.asking import ask as _ask
 from lumiku_bgremover.commands.common import error_text, request_of, rows, when
 from lumiku_bgremover.commands.credits import format_grant, new_key
-from lumiku_bgremover.commands.quote import NoService, _ask, format_quote
+from lumiku_bgremover.commands.quote import format_quote
 from lumiku_bgremover.commands.subscriptions import format_subscription
 from lumiku_bgremover.contracts import (
     ContractError,

@@ -247,3 +247,9 @@ async def test_put_stream_accepts_a_plain_binary_file(
         info = await store.put_stream("copy.bin", f, content_type="a/b", part_size=5 * MIB)
     assert info.size == 3 * MIB + 5
     assert await store.get_bytes("copy.bin", max_bytes=info.size) == src.read_bytes()
+
+
+async def test_a_huge_limit_does_not_reserve_memory(store: LocalObjectStore) -> None:
+    await store.put_bytes("originals/u/small.png", b"tiny", "image/png")
+    # read(limit) would try to reserve 1 TiB first and fail with MemoryError
+    assert await store.get_bytes("originals/u/small.png", max_bytes=1 << 40) == b"tiny"

@@ -1,6 +1,8 @@
+import asyncio
+
 import pytest
 
-from lumiku_bgremover.workqueue import backoff_delay, pick
+from lumiku_bgremover.workqueue import backoff_delay, cancel_all, pick
 
 
 @pytest.mark.parametrize(
@@ -43,3 +45,20 @@ def test_backoff_grows_then_caps(attempt: int, expected: float) -> None:
 def test_backoff_jitter_is_a_share_of_the_delay() -> None:
     assert backoff_delay(2, jitter=0.25) == 5.0
     assert backoff_delay(2, jitter=-0.25) == 3.0
+
+
+async def test_cancel_all_cancels_again_a_task_that_swallowed_a_cancel() -> None:
+    swallowed = []
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            swallowed.append(True)  # as a lost cancel in asyncio.wait_for would
+        await asyncio.sleep(60)
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_all({task}, patience_s=0.05), 5)
+    assert task.cancelled()
+    assert swallowed == [True]

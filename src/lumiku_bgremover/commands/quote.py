@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-from typing import Any, Final
 
-import nats
-import nats.errors
-from nats.aio.client import Client
-
-from lumiku_bgremover import messaging
-from lumiku_bgremover.commands.common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    error_text,
-    rows,
-    shout,
-    show,
+from lumiku_bgremover.commands.asking import (
+    DEFAULT_TIMEOUT_S,
+    NoService,
+    request_reply,
+    show_answer,
 )
+from lumiku_bgremover.commands.common import rows
 from lumiku_bgremover.contracts import (
-    ContractError,
     ErrorReply,
     PricingType,
     QuoteReply,
@@ -30,7 +21,7 @@ from lumiku_bgremover.contracts import (
     decode_reply,
     encode,
 )
-from lumiku_bgremover.contracts.subjects import QUOTE, with_prefix
+from lumiku_bgremover.contracts.subjects import QUOTE
 from lumiku_bgremover.settings import NatsSettings, Settings
 
 __all__ = [
@@ -41,19 +32,6 @@ __all__ = [
     "request_quote",
     "run",
 ]
-
-#: Seconds to wait for the service's answer (and for the NATS connection).
-DEFAULT_TIMEOUT_S: Final = 5.0
-#: Pause between requests answered "no responders" (until the timeout passes).
-RETRY_PAUSE_S: Final = 0.05
-
-
-class NoService(Exception):  # noqa: N818 (it is not an error of ours: nobody answered)
-    """Nobody answered on the quote subject (no responders, or a timeout)."""
-
-    def __init__(self, subject: str) -> None:
-        self.subject = subject
-        super().__init__(f"no service answered on {subject}: is `lumiku-bgremover run` up?")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,52 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the raw JSON reply")
 
 
-async def _quiet(_: Exception) -> None:
-    """Connection errors surface as the exception of the failing call."""
-
-
-async def _connect(settings: NatsSettings, wait_s: float) -> Client:
-    """A short-lived client: no reconnect loop, so a missing server fails fast."""
-    options: dict[str, Any] = messaging.connect_options(
-        settings, name=f"{messaging.CLIENT_NAME}-cli"
-    )
-    options |= {
-        "allow_reconnect": False,
-        "max_reconnect_attempts": 1,
-        "connect_timeout": wait_s,
-        "error_cb": _quiet,
-    }
-    return await asyncio.wait_for(nats.connect(**options), timeout=wait_s + 1)
-
-
-async def _ask(nc: Client, subject: str, body: bytes, wait_s: float) -> bytes:
-    """One answer within `wait_s`; "no responders" is retried until then (a subscriber
-    can be invisible for a moment after it subscribed, or during a rolling restart)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
-    while True:
-        try:
-            msg = await nc.request(subject, body, timeout=max(deadline - loop.time(), 0.001))
-        except nats.errors.NoRespondersError as error:
-            if loop.time() + RETRY_PAUSE_S >= deadline:
-                raise NoService(subject) from error
-            await asyncio.sleep(RETRY_PAUSE_S)
-        except nats.errors.TimeoutError as error:
-            raise NoService(subject) from error
-        else:
-            return msg.data
-
-
 async def request_quote(
     settings: NatsSettings, request: QuoteRequest, *, wait_s: float = DEFAULT_TIMEOUT_S
 ) -> QuoteReply | ErrorReply:
     """Send `request` to the quote subject and decode the answer; `NoService` if none."""
-    subject = with_prefix(settings.subject_prefix, QUOTE)
-    nc = await _connect(settings, wait_s)
-    try:
-        data = await _ask(nc, subject, encode(request), wait_s)
-    finally:
-        await nc.close()
+    data = await request_reply(settings, QUOTE, encode(request), wait_s=wait_s)
     return decode_reply(QuoteReply, data)
 
 
@@ -147,22 +84,9 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     request = QuoteRequest(
         user_id=args.user, tier=Tier(args.tier), count=args.count, mode=RequestMode(args.mode)
     )
-    try:
-        reply = await request_quote(settings.nats, request, wait_s=args.timeout)
-    except NoService as error:
-        shout(str(error))
-        return EXIT_FAILED
-    except (OSError, TimeoutError, nats.errors.Error) as error:
-        shout(f"cannot reach NATS at {', '.join(settings.nats.servers)}: {error!r}")
-        return EXIT_FAILED
-    except ContractError as error:
-        shout(f"the service answered something unreadable: {error}")
-        return EXIT_FAILED
-    if isinstance(reply, ErrorReply):
-        if args.json:
-            show(reply, "", as_json=True)
-        else:
-            shout(error_text(reply))
-        return EXIT_FAILED
-    show(reply, format_quote(request.user_id, reply), as_json=args.json)
-    return EXIT_OK
+    return await show_answer(
+        settings.nats,
+        request_quote(settings.nats, request, wait_s=args.timeout),
+        lambda reply: format_quote(request.user_id, reply),
+        as_json=args.json,
+    )

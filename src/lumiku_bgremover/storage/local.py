@@ -136,7 +136,7 @@ class LocalObjectStore:
         with _os_errors(bucket, key):
             try:
                 with path.open("rb") as src:
-                    data = src.read(max_bytes + 1)
+                    data = _read_at_most(src, max_bytes + 1)
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                 raise ObjectNotFound(bucket, key) from None
             if len(data) > max_bytes:
@@ -225,3 +225,16 @@ def _os_errors(bucket: str, key: str) -> Iterator[None]:
         raise
     except OSError as exc:
         raise StorageError(f"local store failed on {bucket}/{key}: {exc}") from exc
+
+
+def _read_at_most(src: BinaryIO, limit: int, chunk: int = 1 << 20) -> bytes:
+    """Up to `limit` bytes, read in chunks (`read(limit)` would reserve `limit` up front)."""
+    parts: list[bytes] = []
+    left = limit
+    while left > 0:
+        part = src.read(min(chunk, left))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
