@@ -3,11 +3,9 @@
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from lumiku_bgremover import billing
 from lumiku_bgremover.billing import (
@@ -16,8 +14,6 @@ from lumiku_bgremover.billing import (
     LedgerEntry,
     Reference,
 )
-from lumiku_bgremover.db import create_pool
-from lumiku_bgremover.settings import DatabaseSettings
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
@@ -26,14 +22,9 @@ USER = "usr_ledger"
 BATCH = Reference("batch", "b_1")
 
 
-@pytest_asyncio.fixture
-async def pool(migrated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """A pool wide enough for real concurrency (20 connections)."""
-    pool = await create_pool(DatabaseSettings(url=migrated_database_url, pool_min=20, pool_max=20))
-    try:
-        yield pool
-    finally:
-        await pool.close()
+@pytest.fixture
+def pool(wide_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return wide_pool
 
 
 async def count_rows(pool: asyncpg.Pool, user_id: str = USER) -> int:

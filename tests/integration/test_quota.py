@@ -1,13 +1,11 @@
 """Subscriptions, daily quotas and single-image payment on a real PostgreSQL."""
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from lumiku_bgremover import billing
 from lumiku_bgremover.billing import (
@@ -19,9 +17,7 @@ from lumiku_bgremover.billing import (
     SinglePayment,
 )
 from lumiku_bgremover.contracts.common import Plan, PricingType, Tier
-from lumiku_bgremover.db import create_pool
 from lumiku_bgremover.pricing import CoverageReason, SubscriptionStatus
-from lumiku_bgremover.settings import DatabaseSettings
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +29,9 @@ START = datetime(2025, 3, 1, tzinfo=UTC)
 END = datetime(2025, 4, 1, tzinfo=UTC)
 
 
-@pytest_asyncio.fixture
-async def pool(migrated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """A pool wide enough for real concurrency (20 connections)."""
-    pool = await create_pool(DatabaseSettings(url=migrated_database_url, pool_min=20, pool_max=20))
-    try:
-        yield pool
-    finally:
-        await pool.close()
+@pytest.fixture
+def pool(wide_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return wide_pool
 
 
 async def subscribe(pool: asyncpg.Pool, plan: Plan, *, expires_at: datetime = END) -> None:
