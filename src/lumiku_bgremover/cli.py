@@ -15,11 +15,11 @@ import asyncpg
 from lumiku_bgremover import __version__, db
 from lumiku_bgremover.app import StartupError, create_app, provision
 from lumiku_bgremover.commands import credits as credits_cmd
-from lumiku_bgremover.commands import demo as demo_cmd
-from lumiku_bgremover.commands import dev as dev_cmd
 from lumiku_bgremover.commands import quote as quote_cmd
 from lumiku_bgremover.commands import status as status_cmd
 from lumiku_bgremover.commands import subscriptions as subscription_cmd
+from lumiku_bgremover.devtools import demo as demo_cmd
+from lumiku_bgremover.devtools import dev as dev_cmd
 from lumiku_bgremover.engines.base import EngineError
 from lumiku_bgremover.envparse import SettingsError
 from lumiku_bgremover.settings import Settings

@@ -2,9 +2,10 @@
 
 The pipeline calls `decode` and `compose` in a worker thread. Decisions worth knowing:
 
-- Formats: JPEG (MPO reported as JPEG), PNG, WebP, GIF, BMP and TIFF. Bytes that
-  Pillow (or a small sniff table: PDF, SVG/XML, ISO-BMFF such as HEIC/AVIF) recognises
-  as anything else are `unsupported_format`; bytes nobody recognises, and recognised
+- Formats: `contracts.common.INPUT_FORMATS` (PNG, JPEG with MPO read as JPEG, WebP),
+  the list the contract states. Bytes that Pillow (or a small sniff table: PDF,
+  SVG/XML, ISO-BMFF such as HEIC/AVIF) recognises as anything else (GIF, BMP,
+  TIFF, ...) are `unsupported_format`; bytes nobody recognises, and recognised
   images that fail to decode (truncated, corrupt), are `decode_failed`.
 - Pixel limit: `width * height` is checked from the header, after `Image.open` and
   before `load()`, so no pixel buffer is ever allocated for an image over the limit.
@@ -40,8 +41,8 @@ from typing import Final, ParamSpec, TypeVar
 
 from PIL import Image, ImageChops, ImageColor, ImageOps, UnidentifiedImageError
 
-from lumiku_bgremover.contracts.codes import FailCode
-from lumiku_bgremover.contracts.common import OutputFormat, OutputOptions
+from lumiku_bgremover.contracts.codes import FAIL_CODE_HELP, FailCode
+from lumiku_bgremover.contracts.common import INPUT_FORMATS, OutputFormat, OutputOptions
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 #: Pillow format names `decode` opens (Pillow's JPEG opener also gives MPO, reported as JPEG).
-ALLOWED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+ALLOWED_FORMATS: Final = tuple(pillow for pillow, _ in INPUT_FORMATS)
 #: A matte value above this counts as subject when cropping (about 3 %).
 SUBJECT_THRESHOLD: Final = 8
 #: Lossy WebP quality (the alpha plane is always lossless).
@@ -169,7 +170,7 @@ def _open(data: bytes) -> Image.Image:
 
 
 _UNIDENTIFIED: Final = {
-    FailCode.UNSUPPORTED_FORMAT: "not a JPEG, PNG, WebP, GIF, BMP or TIFF image",
+    FailCode.UNSUPPORTED_FORMAT: FAIL_CODE_HELP[FailCode.UNSUPPORTED_FORMAT],
     FailCode.DECODE_FAILED: "the bytes are not a readable image",
 }
 #: Signatures of common non-raster or unsupported formats Pillow does not open.

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from lumiku_bgremover.contracts import BatchRequested, encode
-from lumiku_bgremover.embedded import EmbeddedError, find_nats_server
+from lumiku_bgremover.devtools.embedded import EmbeddedError, find_nats_server
 from lumiku_bgremover.engines.weights import WeightsFetchError, resolve_weights
 from lumiku_bgremover.settings import EngineSettings
 from lumiku_bgremover.storage import LocalObjectStore

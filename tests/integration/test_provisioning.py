@@ -11,8 +11,8 @@ from lumiku_bgremover.provisioning import (
     StreamNames,
     provision_streams,
 )
+from lumiku_bgremover.queue import partition_of
 from lumiku_bgremover.settings import Limits, NatsSettings
-from lumiku_bgremover.workqueue import partition_of
 
 pytestmark = pytest.mark.integration
 

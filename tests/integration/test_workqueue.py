@@ -12,14 +12,14 @@ from lumiku_bgremover.contracts.codes import FailCode
 from lumiku_bgremover.contracts.common import RequestMode, Tier
 from lumiku_bgremover.contracts.work import Lane
 from lumiku_bgremover.provisioning import StreamNames, provision_streams, work_consumer_configs
-from lumiku_bgremover.settings import Limits, NatsSettings
-from lumiku_bgremover.workqueue import (
+from lumiku_bgremover.queue import (
     DeadLetterMover,
     Delivery,
     WorkQueueRunner,
     enqueue,
     partition_of,
 )
+from lumiku_bgremover.settings import Limits, NatsSettings
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lumiku_bgremover.commands.demo import find_photos
-from lumiku_bgremover.commands.demo_view import event_line, summary_lines
 from lumiku_bgremover.contracts import (
     BatchAccepted,
     BatchCompleted,
@@ -29,8 +27,15 @@ from lumiku_bgremover.contracts import (
 )
 from lumiku_bgremover.contracts.codes import FailCode
 from lumiku_bgremover.contracts.work import Lane
-from lumiku_bgremover.embedded import Interrupted, environment, export_lines, stop_on_signals
-from lumiku_bgremover.embedded.client import BatchEvent, BatchWatch
+from lumiku_bgremover.devtools.demo import find_photos
+from lumiku_bgremover.devtools.demo_view import event_line, summary_lines
+from lumiku_bgremover.devtools.embedded import (
+    Interrupted,
+    environment,
+    export_lines,
+    stop_on_signals,
+)
+from lumiku_bgremover.devtools.embedded.client import BatchEvent, BatchWatch
 from lumiku_bgremover.settings import (
     DatabaseSettings,
     NatsSettings,
@@ -46,8 +51,8 @@ REF = ObjectRef(bucket="lumiku-bgremover", key="results/u/b_1/b_1:0.png")
 def accepted(request_id: str = "r1", batch_id: str = "b_1") -> BatchAccepted:
     return BatchAccepted(
         request_id=request_id, batch_id=batch_id, user_id="u", tier=Tier.STANDARD,
-        mode=RequestMode.BATCH, count=2, pricing_type=PricingType.CREDITS, credits_charged=16,
-        discount_pct=0, per_image="8", lane=Lane.INTERACTIVE, accepted_at=NOW,
+        mode=RequestMode.BATCH, count=2, priced_count=2, pricing_type=PricingType.CREDITS,
+        credits_charged=16, discount_pct=0, per_image="8", lane=Lane.INTERACTIVE, accepted_at=NOW,
     )  # fmt: skip
 
 
@@ -70,7 +75,7 @@ def failed(index: int) -> ItemFailed:
 def completed(request_id: str = "r1", *, archive: bool = True) -> BatchCompleted:
     return BatchCompleted(
         batch_id="b_1", request_id=request_id, user_id="u", tier=Tier.STANDARD,
-        mode=RequestMode.BATCH, status=BatchStatus.COMPLETED, total=2, succeeded=1, failed=1,
+        mode=RequestMode.BATCH, status=BatchStatus.PARTIAL, total=2, succeeded=1, failed=1,
         cancelled=0, archive=REF if archive else None, credits_charged=16, credits_refunded=8,
         completed_at=NOW,
     )  # fmt: skip
@@ -140,7 +145,7 @@ def test_summary_lines(tmp_path: Path) -> None:
     watch.outcome.wall_s = 4.44
     page = tmp_path / "index.html"
     lines = summary_lines(watch.outcome, 992, tmp_path, page)
-    assert lines[0] == "batch b_1 completed: 1 of 2 done, 1 failed in 4.4 s"
+    assert lines[0] == "batch b_1 partial: 1 of 2 done, 1 failed in 4.4 s"
     assert lines[1] == "credits: 16 charged, 8 refunded, 8 paid; balance 992"
     assert lines[2] == "per image: 2.00 s mean (min 1.00 s, max 3.00 s) on local / isnet-medium"
     assert any("cutouts.zip" in line for line in lines)

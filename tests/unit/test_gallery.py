@@ -9,7 +9,7 @@ from urllib.parse import unquote
 import pytest
 from PIL import Image
 
-from lumiku_bgremover.gallery import (
+from lumiku_bgremover.devtools.gallery import (
     CHECK_DARK,
     CHECK_LIGHT,
     SHEET_CELL,

@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from lumiku_bgremover.workqueue import backoff_delay, cancel_all, pick
+from lumiku_bgremover.queue import backoff_delay, cancel_all, pick
 
 
 @pytest.mark.parametrize(

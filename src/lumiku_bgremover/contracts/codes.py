@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
+from lumiku_bgremover.contracts.common import INPUT_FORMATS_TEXT
+
 
 class RejectCode(enum.StrEnum):
     """Why a request was refused (nothing was charged), or why a request-reply failed."""
@@ -21,6 +23,8 @@ class RejectCode(enum.StrEnum):
     TIER_NOT_ALLOWED = "tier_not_allowed"
     NOT_FOUND = "not_found"
     BATCH_FINISHED = "batch_finished"
+    NOTHING_TO_CANCEL = "nothing_to_cancel"
+    NO_RUNNABLE_IMAGES = "no_runnable_images"
     RATE_LIMITED = "rate_limited"
     INTERNAL_ERROR = "internal_error"
 
@@ -54,7 +58,12 @@ REJECT_CODE_HELP: Final[Mapping[RejectCode, str]] = MappingProxyType(
         RejectCode.FORBIDDEN_SOURCE: "an image ref outside the user's prefix or allow-list",
         RejectCode.TIER_NOT_ALLOWED: "the tier is not enabled for this user or source",
         RejectCode.NOT_FOUND: "no such batch for this user (never says whose it is)",
-        RejectCode.BATCH_FINISHED: "a cancel arrived after the batch was final",
+        RejectCode.BATCH_FINISHED: "a cancel arrived after every image of the batch had ended",
+        RejectCode.NOTHING_TO_CANCEL: "a cancel found no image waiting: all had started or ended",
+        RejectCode.NO_RUNNABLE_IMAGES: (
+            "no image of the request can run: every source is missing or too large "
+            "(`message` says which)"
+        ),
         RejectCode.RATE_LIMITED: "the user's backlog is full; retry later",
         RejectCode.INTERNAL_ERROR: "our fault; nothing was charged",
     }
@@ -63,11 +72,15 @@ REJECT_CODE_HELP: Final[Mapping[RejectCode, str]] = MappingProxyType(
 #: What each `FailCode` means (documented in contracts/README.md).
 FAIL_CODE_HELP: Final[Mapping[FailCode, str]] = MappingProxyType(
     {
-        FailCode.SOURCE_NOT_FOUND: "the object or URL does not exist",
-        FailCode.SOURCE_TOO_LARGE: "the image's bytes are over the per-image limit",
+        FailCode.SOURCE_NOT_FOUND: (
+            "the object or URL does not exist (found at intake: the image is not charged)"
+        ),
+        FailCode.SOURCE_TOO_LARGE: (
+            "the image's bytes are over the per-image limit (found at intake: not charged)"
+        ),
         FailCode.FETCH_FAILED: "the source could not be read (network, timeout)",
         FailCode.FORBIDDEN_SOURCE: "the URL failed the SSRF guard, or the bucket is not allowed",
-        FailCode.UNSUPPORTED_FORMAT: "not a PNG, JPEG or WebP image",
+        FailCode.UNSUPPORTED_FORMAT: f"not a {INPUT_FORMATS_TEXT} image",
         FailCode.DECODE_FAILED: "the bytes are not a readable image",
         FailCode.TOO_MANY_PIXELS: "width x height is over the pixel limit",
         FailCode.ENGINE_FAILED: "the engine answered with an error for this image",

@@ -109,6 +109,13 @@ MAX_IMAGES: Final = 500
 ImageIndex = Annotated[int, msgspec.Meta(ge=0, le=MAX_IMAGES - 1)]
 #: Largest `crop_margin` in pixels.
 MAX_CROP_MARGIN: Final = 1000
+#: Source image formats the service reads, as (Pillow's format name, the name in docs):
+#: the one list behind decoding and the `unsupported_format` text of the contract.
+INPUT_FORMATS: Final = (("PNG", "PNG"), ("JPEG", "JPEG"), ("WEBP", "WebP"))
+#: The accepted formats in prose: "PNG, JPEG or WebP".
+INPUT_FORMATS_TEXT: Final = (
+    ", ".join(name for _, name in INPUT_FORMATS[:-1]) + " or " + INPUT_FORMATS[-1][1]
+)
 #: The background a JPEG gets when the options name none (JPEG has no alpha).
 JPEG_DEFAULT_BACKGROUND: Final = "#FFFFFF"
 

@@ -36,6 +36,16 @@ ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"
 ContentType = Literal["image/png", "image/webp", "image/jpeg"]
 
 
+def final_status(total: int, succeeded: int, cancelled: int) -> BatchStatus:
+    """The final status the counts give: `completed` when every image succeeded,
+    `partial` when some did, else `cancelled` if any was cancelled, else `failed`."""
+    if succeeded == total:
+        return BatchStatus.COMPLETED
+    if succeeded:
+        return BatchStatus.PARTIAL
+    return BatchStatus.CANCELLED if cancelled else BatchStatus.FAILED
+
+
 def _check_counts(total: int, succeeded: int, failed: int, cancelled: int) -> int:
     done = succeeded + failed + cancelled
     if done > total:
@@ -47,7 +57,10 @@ class BatchAccepted(Message, frozen=True, kw_only=True):
     """A request was accepted and charged (once); its images are queued.
 
     Also sent for a single image (`mode` single, `count` 1), where `pricing_type`
-    says whether credits or the subscription's quota paid for it.
+    says whether credits or the subscription's quota paid for it. `priced_count`
+    images were priced and charged (the discount band too): `count` less those
+    whose source was missing or too large at intake, which fail at once
+    (`bgremove.item.failed`) and are never charged.
     """
 
     request_id: Ident
@@ -56,6 +69,7 @@ class BatchAccepted(Message, frozen=True, kw_only=True):
     tier: Tier
     mode: RequestMode
     count: ImageCount
+    priced_count: ImageCount
     pricing_type: PricingType
     credits_charged: Credits
     discount_pct: Annotated[int, msgspec.Meta(ge=0, le=100)]
@@ -64,15 +78,21 @@ class BatchAccepted(Message, frozen=True, kw_only=True):
     correlation: Correlation | None = None
     accepted_at: AwareDatetime
 
+    def __post_init__(self) -> None:
+        if self.priced_count > self.count:
+            raise ValueError("priced_count exceeds count")
+
 
 class RequestRejected(Message, frozen=True, kw_only=True):
     """A request was refused before any work or charge.
 
-    `request_id` and `user_id` are null when the body was too broken to read them.
+    `request_id` and `user_id` are null when the body was too broken to read them;
+    a refused cancel (which has no request id) names its `batch_id`.
     """
 
     request_id: Ident | None = None
     user_id: UserId | None = None
+    batch_id: Ident | None = None
     code: RejectCode
     message: Text
     path: JsonPath | None = None
@@ -165,6 +185,8 @@ class BatchCompleted(Message, frozen=True, kw_only=True):
             raise ValueError("succeeded + failed + cancelled must equal total")
         if not BatchStatus(self.status).is_final:
             raise ValueError("a completed batch has a final status")
+        if self.status is not final_status(self.total, self.succeeded, self.cancelled):
+            raise ValueError("status does not follow from the counts")
         if self.credits_refunded > self.credits_charged:
             raise ValueError("credits_refunded exceeds credits_charged")
         if self.archive_url is not None and self.archive is None:

@@ -79,6 +79,29 @@ _RULES: Final = f"""\
   without a `background` it is composited on `{common.JPEG_DEFAULT_BACKGROUND}`.
   `crop_margin` (0 to {common.MAX_CROP_MARGIN} px) needs `crop_to_subject`;
   `mask_only` with a `background` is refused.
+- Source images: {common.INPUT_FORMATS_TEXT}; anything else fails as
+  `unsupported_format`.
+- Every request gets an answer event: `bgremove.batch.accepted` or
+  `bgremove.request.rejected` for a batch or image request; for a cancel, either
+  `bgremove.batch.progress` at once (with the new `cancelled` count) then
+  `bgremove.batch.completed`, or `bgremove.request.rejected` (`not_found`,
+  `batch_finished`, `nothing_to_cancel`; it names the `batch_id`). `not_found`
+  answers a batch that is not the caller's, never saying whether it exists.
+- What a request itself gets wrong (schema, counts, a declared `size_bytes` over
+  the limit, a ref outside the user's prefix, a forbidden URL) refuses the whole
+  request. A source found missing or too large when the request is checked fails
+  that image alone (`bgremove.item.failed` with `source_not_found` or
+  `source_too_large`, `credits_refunded` 0) and is never charged: the batch is
+  priced on the other images (`BatchAccepted.priced_count`, discount band
+  included) and runs them. A request none of whose images can run is refused
+  (`no_runnable_images`).
+- A batch ends `completed` when every image succeeded, `partial` when some did
+  and others failed or were cancelled, `cancelled` when none succeeded and some
+  were cancelled, else `failed`. `bgremove.batch.completed` is published after
+  the batch's stored state is final, so a status request made on receiving it
+  always reads the final status. `credits_charged - credits_refunded` is what
+  the user paid: failed and cancelled images are refunded at the batch's
+  effective per-image price.
 - Credits are whole numbers. `per_image` is exact decimal text (`"7.6"`).
 - Times are RFC 3339 with an offset.
 - Replies are tagged by `status`: `"ok"` (the answer) or `"error"`

@@ -155,8 +155,9 @@ REGISTRY: Final[tuple[Contract, ...]] = (
         BATCH_CANCEL,
         _IN,
         (inbound.BatchCancel,),
-        "Cancel a batch's pending images (owner only); they fail as `cancelled` and are "
-        "refunded. Idempotent.",
+        "Cancel a batch's pending images (owner only); they end `cancelled` and are "
+        "refunded. Answered by `batch.progress` then `batch.completed`, or by "
+        "`request.rejected` (`not_found`, `batch_finished`, `nothing_to_cancel`).",
     ),
     Contract(
         AVATAR_PROJECT_COMPLETED,

@@ -18,20 +18,16 @@ from faststream.nats.annotations import NatsMessage
 from faststream.nats.subscriber.usecases.basic import LogicSubscriber
 
 from lumiku_bgremover.contracts import (
-    BatchCancel,
     BatchStatusReply,
     BatchStatusRequest,
-    ContractError,
-    decode,
     subjects,
 )
-from lumiku_bgremover.contracts.codes import RejectCode
 from lumiku_bgremover.handlers.replying import respond
 from lumiku_bgremover.pipeline import control
-from lumiku_bgremover.pipeline.runtime import PIPELINE_KEY, Pipeline, presign_ttl
+from lumiku_bgremover.pipeline.runtime import PIPELINE_KEY, Pipeline
 from lumiku_bgremover.provisioning import StreamNames, request_consumer_configs
+from lumiku_bgremover.queue import backoff_delay
 from lumiku_bgremover.settings import Settings
-from lumiku_bgremover.workqueue import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +49,15 @@ async def settle(work: Awaitable[None], message: NatsMessage) -> None:
 
 
 async def cancel(pipeline: Pipeline, body: bytes) -> None:
-    """Cancel a batch; a bad or foreign request is logged and dropped (it charges nothing)."""
-    try:
-        request = decode(BatchCancel, body)
-        await control.cancel_batch(pipeline.services.pool, pipeline.finalizer, request)
-    except ContractError as error:
-        level = logging.INFO if error.code is RejectCode.NOT_FOUND else logging.WARNING
-        log.log(level, "cancel refused: %s %s", error.code, error.message)
+    """Cancel a batch, or answer `request.rejected` with why not (it charges nothing)."""
+    await control.on_cancel(pipeline.services.pool, pipeline.finalizer, pipeline.announcer, body)
 
 
 async def status(pipeline: Pipeline, body: bytes) -> bytes:
     """The encoded `BatchStatusReply` or `ErrorReply`."""
 
     async def answer(request: BatchStatusRequest) -> BatchStatusReply:
-        services = pipeline.services
-        return await control.batch_status(
-            services.pool, services.store, request, presign_ttl_s=presign_ttl(services)
-        )
+        return await control.batch_status(pipeline.services.pool, pipeline.finalizer, request)
 
     return await respond(BatchStatusRequest, body, answer, subject=subjects.BATCH_STATUS)
 

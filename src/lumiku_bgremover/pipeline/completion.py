@@ -1,10 +1,13 @@
-"""The end of a batch, exactly once: archive, refunds, the completed state and event.
+"""The end of a batch, exactly once: archive, refunds, the final row, then the event.
 
 Whoever ends a batch's last item calls `Finalizer.finalize`. A conditional state
 transition (`begin_finalizing`) picks one caller; a caller that finds the batch
 left in `finalizing` by a crash redoes the work, which is idempotent step by
-step (the archive is overwritten, the refund has an idempotency key, the event
-a stable id, and the final UPDATE is conditional).
+step (the archive is overwritten, the refund has an idempotency key, the final
+UPDATE is conditional). The row becomes final before `batch.completed` is
+published, so a client reacting to the event always reads a final status; the
+row then records the announcement (`completion_announced_at`), and a batch found
+final but unannounced (a crash in between) is announced again, same event id.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import asyncpg
 
 from lumiku_bgremover import billing, pricing
 from lumiku_bgremover.contracts import BatchCompleted, BatchProgress, ObjectRef, subjects
-from lumiku_bgremover.contracts.common import BatchStatus, Correlation, RequestMode, Tier
-from lumiku_bgremover.pipeline import repository as repo
-from lumiku_bgremover.pipeline.events import EventPublisher
+from lumiku_bgremover.contracts.common import BatchStatus, RequestMode
+from lumiku_bgremover.contracts.outbound import final_status as status_of_counts
+from lumiku_bgremover.db import batches as repo
+from lumiku_bgremover.pipeline.events import Publisher
 from lumiku_bgremover.services import Clock
 from lumiku_bgremover.storage import ObjectStore
 from lumiku_bgremover.storage.archive import ArchiveEntry, build_archive
@@ -34,26 +38,23 @@ PROGRESS_MEMORY = 10_000
 
 
 def final_status(batch: repo.Batch) -> BatchStatus:
-    """completed if anything succeeded, else cancelled if anything was cancelled, else failed."""
-    if batch.succeeded:
-        return BatchStatus.COMPLETED
-    return BatchStatus.CANCELLED if batch.cancelled else BatchStatus.FAILED
+    """completed if every image succeeded, partial if some did, else cancelled or failed."""
+    return status_of_counts(batch.total_items, batch.succeeded, batch.cancelled)
 
 
 def refund_owed(batch: repo.Batch) -> int:
-    """Credits still owed back for the batch's failed and cancelled items."""
+    """Credits still owed back for the batch's failed and cancelled items.
+
+    Images that failed at intake were never charged: the charge covers the others.
+    """
     charge = pricing.BatchCharge(
-        count=batch.total_items,
+        count=batch.priced_items,
         credits_per_image=batch.credits_per_image,
         discount_pct=batch.discount_pct,
         total=batch.credits_charged,
     )
-    return pricing.refund_due(charge, batch.failed + batch.cancelled, batch.credits_refunded)
-
-
-def correlation_of(batch: repo.Batch) -> Correlation | None:
-    """The request's correlation, echoed on the batch's events."""
-    return None if batch.correlation is None else Correlation(**batch.correlation)
+    unpaid = batch.failed + batch.cancelled - batch.failed_at_intake
+    return pricing.refund_due(charge, unpaid, batch.credits_refunded)
 
 
 async def refund_ended(conn: billing.Conn, batch: repo.Batch) -> int:
@@ -92,7 +93,7 @@ class Finalizer:
         self,
         pool: asyncpg.Pool,
         store: ObjectStore,
-        events: EventPublisher,
+        events: Publisher,
         *,
         clock: Clock,
         presign_ttl_s: int,
@@ -102,79 +103,116 @@ class Finalizer:
         self._ttl, self._max_entry = presign_ttl_s, max_entry_bytes
         self._last_progress: dict[str, datetime] = {}
 
-    async def progress(self, batch: repo.Batch) -> None:
-        """A `batch.progress` event, at most one a second per batch from this process."""
-        now = self._clock()
-        last = self._last_progress.get(batch.id)
-        if batch.all_ended:
-            self._last_progress.pop(batch.id, None)
-        elif last is not None and (now - last).total_seconds() < PROGRESS_INTERVAL_S:
+    async def progress(self, batch: repo.Batch, *, force: bool = False) -> None:
+        """A `batch.progress` event, at most one a second per batch from this process.
+
+        `force` skips the throttle (a cancel is answered at once).
+        """
+        if not self._due(batch, force=force):
             return
-        else:
-            if len(self._last_progress) >= PROGRESS_MEMORY:
-                self._last_progress.clear()  # at worst one extra event per batch
-            self._last_progress[batch.id] = now
         message = BatchProgress(
             batch_id=batch.id, user_id=batch.user_id, total=batch.total_items,
             succeeded=batch.succeeded, failed=batch.failed, cancelled=batch.cancelled,
-            correlation=correlation_of(batch), updated_at=now,
+            correlation=batch.correlation, updated_at=self._clock(),
         )  # fmt: skip
         await self._events.publish(
             subjects.BATCH_PROGRESS, message, key=f"{batch.id}:{batch.ended}"
         )
 
+    def _due(self, batch: repo.Batch, *, force: bool) -> bool:
+        now = self._clock()
+        last = self._last_progress.get(batch.id)
+        if batch.all_ended:
+            self._last_progress.pop(batch.id, None)
+            return True
+        if not force and last is not None and (now - last).total_seconds() < PROGRESS_INTERVAL_S:
+            return False
+        if len(self._last_progress) >= PROGRESS_MEMORY:
+            self._last_progress.clear()  # at worst one extra event per batch
+        self._last_progress[batch.id] = now
+        return True
+
     async def finalize(self, batch_id: str) -> bool:
-        """Finish the batch if all its items ended; True when this call finished it."""
+        """Finish the batch if all its items ended; True when this call made it final."""
         async with self._pool.acquire() as conn:
             batch = await repo.begin_finalizing(conn, batch_id)
             if batch is None:
                 batch = await repo.get_batch(conn, batch_id)
-                if batch is None or batch.status != "finalizing":
-                    return False  # not all ended yet, or finished by someone else
+        if batch is None:
+            return False
+        finished = False
+        if batch.status is repo.BatchState.FINALIZING:
+            finished = await self._settle(batch)
+        await self.announce(batch_id)
+        return finished
+
+    async def _settle(self, batch: repo.Batch) -> bool:
         archive = await self._archive(batch)
         async with self._pool.acquire() as conn:
             await refund_ended(conn, batch)
-            if batch.mode == "single" and batch.quota_key and batch.failed + batch.cancelled:
+            if (
+                batch.mode is RequestMode.SINGLE
+                and batch.quota_key
+                and batch.failed + batch.cancelled
+            ):
                 await billing.release_quota(conn, idempotency_key=batch.quota_key)
-            batch = await repo.get_batch(conn, batch_id) or batch
-            status = final_status(batch)
-            await self._publish_completed(batch, status, archive)
             done = await repo.complete(
-                conn, batch_id, status=status.value,
-                archive=(archive.ref.bucket, archive.ref.key) if archive else None,
+                conn, batch.id, status=final_status(batch),
+                archive=(archive.bucket, archive.key) if archive else None,
             )  # fmt: skip
-        log.info("batch %s %s: %d ok, %d failed, %d cancelled", batch_id, status,
-                 batch.succeeded, batch.failed, batch.cancelled)  # fmt: skip
+        if done is not None:
+            log.info("batch %s %s: %d ok, %d failed, %d cancelled", done.id, done.status,
+                     done.succeeded, done.failed, done.cancelled)  # fmt: skip
         return done is not None
 
-    async def _archive(self, batch: repo.Batch) -> Archive | None:
-        if batch.mode != RequestMode.BATCH.value or batch.succeeded == 0:
+    async def announce(self, batch_id: str) -> None:
+        """Publish `batch.completed` for a final, unannounced batch, then mark it announced."""
+        async with self._pool.acquire() as conn:
+            batch = await repo.get_batch(conn, batch_id)
+        if batch is None or not batch.is_final or batch.completion_announced_at is not None:
+            return
+        await self._publish_completed(batch)
+        async with self._pool.acquire() as conn:
+            await repo.mark_announced(conn, batch_id)
+
+    async def _archive(self, batch: repo.Batch) -> ObjectRef | None:
+        if batch.mode is not RequestMode.BATCH or batch.succeeded == 0:
             return None
         async with self._pool.acquire() as conn:
-            items = await repo.list_items(conn, batch.id, status="done")
+            items = await repo.list_items(conn, batch.id, status=repo.ItemState.DONE)
         extension = (items[0].result_key or "").rsplit(".", 1)[-1]  # one format per batch
         names = zip_names([i.filename for i in items], extension)
         entries = [
             ArchiveEntry(name=name, key=i.result_key or "", bucket=i.result_bucket)
             for name, i in zip(names, items, strict=True)
         ]
-        key = f"archives/{batch.user_id}/{batch.id}.zip"
+        key = archive_key(batch)
         info = await build_archive(self._store, key, entries, max_entry_bytes=self._max_entry)
-        url = await self._store.presigned_get_url(key, ttl_s=self._ttl)
-        expires = self._clock() + timedelta(seconds=self._ttl)
-        return Archive(ObjectRef(bucket=info.bucket, key=key), url, expires)
+        return ObjectRef(bucket=info.bucket, key=key)
 
-    async def _publish_completed(
-        self, batch: repo.Batch, status: BatchStatus, archive: Archive | None
-    ) -> None:
+    async def stored_archive(self, batch: repo.Batch) -> Archive | None:
+        """The batch's stored ZIP with a fresh download URL, or None."""
+        if batch.archive_bucket is None or batch.archive_key is None:
+            return None
+        url = await self._store.presigned_get_url(batch.archive_key, ttl_s=self._ttl)
+        expires = self._clock() + timedelta(seconds=self._ttl)
+        return Archive(ObjectRef(bucket=batch.archive_bucket, key=batch.archive_key), url, expires)
+
+    async def _publish_completed(self, batch: repo.Batch) -> None:
+        archive = await self.stored_archive(batch)
         message = BatchCompleted(
             batch_id=batch.id, request_id=batch.request_id, user_id=batch.user_id,
-            tier=Tier(batch.tier), mode=RequestMode(batch.mode), status=status,
+            tier=batch.tier, mode=batch.mode, status=batch.contract_status,
             total=batch.total_items, succeeded=batch.succeeded, failed=batch.failed,
             cancelled=batch.cancelled, archive=archive.ref if archive else None,
             archive_url=archive.url if archive else None,
             archive_url_expires_at=archive.expires_at if archive else None,
             credits_charged=batch.credits_charged, credits_refunded=batch.credits_refunded,
-            correlation=correlation_of(batch), completed_at=self._clock(),
+            correlation=batch.correlation, completed_at=batch.completed_at or self._clock(),
         )  # fmt: skip
         await self._events.publish(subjects.BATCH_COMPLETED, message, key=batch.id)
+
+
+def archive_key(batch: repo.Batch) -> str:
+    """Where a batch's ZIP is stored."""
+    return f"archives/{batch.user_id}/{batch.id}.zip"

@@ -1,7 +1,15 @@
-"""What an owner can do to a batch once it is running: ask how it goes, cancel the rest."""
+"""What an owner can do to a batch once it is running: ask how it goes, cancel the rest.
+
+Every cancel is answered: one that takes effect by `batch.progress` at once (its
+new `cancelled` count) and `batch.completed` once the started images end; one
+that is refused by `request.rejected` with `not_found` (no such batch of the
+caller's, never saying whose it is), `batch_finished` (every image had ended) or
+`nothing_to_cancel` (every image had started).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import asyncpg
@@ -12,13 +20,12 @@ from lumiku_bgremover.contracts import (
     BatchStatusReply,
     BatchStatusRequest,
     ContractError,
-    ObjectRef,
     RejectCode,
 )
-from lumiku_bgremover.contracts.common import BatchStatus, RequestMode, Tier
-from lumiku_bgremover.pipeline import repository as repo
-from lumiku_bgremover.pipeline.completion import Finalizer, correlation_of, refund_ended
-from lumiku_bgremover.storage import ObjectStore
+from lumiku_bgremover.contracts.codec import Identity, decode, peek_identity
+from lumiku_bgremover.db import batches as repo
+from lumiku_bgremover.pipeline.announce import Announcer
+from lumiku_bgremover.pipeline.completion import Finalizer, refund_ended
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +44,45 @@ async def owned_batch(conn: Conn, batch_id: str, user_id: str) -> repo.Batch:
 
 
 async def batch_status(
-    pool: asyncpg.Pool, store: ObjectStore, request: BatchStatusRequest, *, presign_ttl_s: int
+    pool: asyncpg.Pool, finalizer: Finalizer, request: BatchStatusRequest
 ) -> BatchStatusReply:
     """The stored progress of the owner's batch (with a fresh archive URL once zipped)."""
     async with pool.acquire() as conn:
         batch = await owned_batch(conn, request.batch_id, request.user_id)
-    archive = (
-        ObjectRef(bucket=batch.archive_bucket, key=batch.archive_key)
-        if batch.archive_bucket and batch.archive_key
-        else None
-    )
-    url = await store.presigned_get_url(archive.key, ttl_s=presign_ttl_s) if archive else None
+    archive = await finalizer.stored_archive(batch)
     return BatchStatusReply(
         batch_id=batch.id, request_id=batch.request_id, user_id=batch.user_id,
-        tier=Tier(batch.tier), mode=RequestMode(batch.mode),
-        batch_status=BatchStatus(batch.status), total=batch.total_items,
-        succeeded=batch.succeeded, failed=batch.failed, cancelled=batch.cancelled,
-        credits_charged=batch.credits_charged, credits_refunded=batch.credits_refunded,
-        archive=archive, archive_url=url, created_at=batch.created_at,
+        tier=batch.tier, mode=batch.mode, batch_status=batch.contract_status,
+        total=batch.total_items, succeeded=batch.succeeded, failed=batch.failed,
+        cancelled=batch.cancelled, credits_charged=batch.credits_charged,
+        credits_refunded=batch.credits_refunded, archive=archive.ref if archive else None,
+        archive_url=archive.url if archive else None, created_at=batch.created_at,
         updated_at=batch.updated_at, completed_at=batch.completed_at,
-        correlation=correlation_of(batch),
+        correlation=batch.correlation,
     )  # fmt: skip
+
+
+def refusal(batch: repo.Batch, cancelled: int) -> ContractError | None:
+    """Why a cancel of the caller's own batch changed nothing, or None when it did."""
+    if cancelled:
+        return None
+    if batch.all_ended:
+        return ContractError(
+            RejectCode.BATCH_FINISHED, f"batch {batch.id} has ended: nothing to cancel",
+            "$.batch_id",
+        )  # fmt: skip
+    return ContractError(
+        RejectCode.NOTHING_TO_CANCEL,
+        f"every image of batch {batch.id} has already started or ended",
+        "$.batch_id",
+    )
 
 
 async def cancel_batch(pool: asyncpg.Pool, finalizer: Finalizer, request: BatchCancel) -> int:
     """Cancel the owner's pending items and refund them; how many were cancelled.
 
-    Items already being processed finish; cancelling again is a no-op. Raises
-    `ContractError(not_found)` for a batch the user does not own.
+    Items already being processed finish. Raises `ContractError` (`not_found`,
+    `batch_finished`, `nothing_to_cancel`) when the cancel changes nothing.
     """
     async with pool.acquire() as conn:
         await owned_batch(conn, request.batch_id, request.user_id)
@@ -72,10 +90,33 @@ async def cancel_batch(pool: asyncpg.Pool, finalizer: Finalizer, request: BatchC
         if batch is not None and cancelled:
             await refund_ended(conn, batch)
     if batch is None:
-        return 0
-    log.info("batch %s: %d pending items cancelled", batch.id, len(cancelled))
-    if cancelled:
-        await finalizer.progress(batch)
+        raise not_found(request.batch_id)
+    reason = refusal(batch, len(cancelled))
+    if reason is None:
+        log.info("batch %s: %d pending items cancelled", batch.id, len(cancelled))
+        await finalizer.progress(batch, force=True)
     if batch.all_ended:
         await finalizer.finalize(batch.id)
+    if reason is not None:
+        raise reason
     return len(cancelled)
+
+
+async def on_cancel(
+    pool: asyncpg.Pool, finalizer: Finalizer, announcer: Announcer, data: bytes
+) -> None:
+    """Handle a raw `bgremove.batch.cancel` body: cancel, or answer why not."""
+    try:
+        request = decode(BatchCancel, data)
+    except ContractError as error:
+        key = "cancel:" + hashlib.sha256(data).hexdigest()[:32]
+        await announcer.rejected(peek_identity(data), error.code, error.message, error.path, key)
+        return
+    try:
+        await cancel_batch(pool, finalizer, request)
+    except ContractError as error:
+        identity = Identity(None, request.user_id, request.correlation)
+        key = f"cancel:{request.batch_id}:{request.user_id}"
+        await announcer.rejected(
+            identity, error.code, error.message, error.path, key, batch_id=request.batch_id
+        )

@@ -19,19 +19,20 @@ from typing import cast, get_args
 import asyncpg
 
 from lumiku_bgremover import imaging, pricing
-from lumiku_bgremover.contracts import ItemDone, ItemFailed, ObjectRef, UpscalerRequested, subjects
+from lumiku_bgremover.contracts import ItemDone, ObjectRef, UpscalerRequested, subjects
 from lumiku_bgremover.contracts.codes import FailCode
 from lumiku_bgremover.contracts.outbound import ContentType
 from lumiku_bgremover.contracts.work import WorkItem
+from lumiku_bgremover.db import batches as repo
 from lumiku_bgremover.engines.base import EngineError
 from lumiku_bgremover.engines.router import EngineRouter
-from lumiku_bgremover.pipeline import repository as repo
-from lumiku_bgremover.pipeline.completion import Finalizer, correlation_of
-from lumiku_bgremover.pipeline.events import EventPublisher
+from lumiku_bgremover.pipeline.announce import Announcer
+from lumiku_bgremover.pipeline.completion import Finalizer
+from lumiku_bgremover.pipeline.events import Publisher
+from lumiku_bgremover.queue import Delivery
 from lumiku_bgremover.services import Clock
 from lumiku_bgremover.sources import FetchFailed, SourceError, SourceLoader
 from lumiku_bgremover.storage import ObjectStore
-from lumiku_bgremover.workqueue import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class ItemProcessor:
         loader: SourceLoader,
         router: EngineRouter,
         *,
-        events: EventPublisher,
+        events: Publisher,
         finalizer: Finalizer,
         clock: Clock,
         max_pixels: int,
@@ -73,6 +74,7 @@ class ItemProcessor:
     ) -> None:
         self._pool, self._store, self._loader, self._router = pool, store, loader, router
         self._events, self._finalizer, self._clock = events, finalizer, clock
+        self._announcer = Announcer(events, clock=clock)
         self._max_pixels, self._ttl = max_pixels, presign_ttl_s
 
     async def process(self, delivery: Delivery) -> None:
@@ -143,7 +145,7 @@ class ItemProcessor:
 
     async def _fail(self, item: WorkItem, code: FailCode, message: str) -> None:
         async with self._pool.acquire() as conn:
-            batch = await repo.fail_item(conn, item.item_id, code.value, message)
+            batch = await repo.fail_item(conn, item.item_id, code, message)
         if batch is None:
             await self._reannounce(item)
             return
@@ -164,12 +166,11 @@ class ItemProcessor:
         if batch is None or not rows:
             return
         row = rows[0]
-        if row.status == "done" and row.result_key:
+        if row.status is repo.ItemState.DONE and row.result_key:
             url = await self._store.presigned_get_url(row.result_key, ttl_s=self._ttl)
             await self._announce_done(item, _stored_result(row), url)
-        elif row.status == "failed":
-            code = FailCode(row.error_code or FailCode.INTERNAL_ERROR)
-            await self._announce_failed(item, batch, code, row.error_message or code.value)
+        elif row.status is repo.ItemState.FAILED:
+            await self._announcer.failed(batch, row)
         if batch.all_ended:
             await self._finalizer.finalize(batch.id)
 
@@ -198,14 +199,10 @@ class ItemProcessor:
     async def _announce_failed(
         self, item: WorkItem, batch: repo.Batch, code: FailCode, message: str
     ) -> None:
-        refund = batch.credits_charged if batch.mode == "single" else 0
-        event = ItemFailed(
-            batch_id=item.batch_id, item_id=item.item_id, user_id=item.user_id,
-            index=item.index, filename=item.filename, code=code, message=_one_line(message),
-            credits_refunded=refund, correlation=correlation_of(batch) or item.correlation,
-            failed_at=self._clock(),
+        await self._announcer.item_failed(
+            batch, item_id=item.item_id, index=item.index, filename=item.filename,
+            code=code, message=message,
         )  # fmt: skip
-        await self._events.publish(subjects.ITEM_FAILED, event, key=item.item_id)
 
 
 def _stored_result(row: repo.Item) -> repo.ItemResult:
@@ -222,8 +219,3 @@ def _content_type(value: str) -> ContentType:
     if value not in get_args(ContentType):
         raise ValueError(f"not a result content type: {value!r}")
     return cast("ContentType", value)
-
-
-def _one_line(text: str) -> str:
-    """Event messages are one line of at most 2,000 characters."""
-    return " ".join(text.split())[:2000] or "failed"

@@ -12,13 +12,14 @@ from nats.aio.client import Client
 from lumiku_bgremover import messaging
 from lumiku_bgremover.engines.fake import FakeEngine
 from lumiku_bgremover.engines.router import EngineRouter, build_router, warm_up
+from lumiku_bgremover.pipeline.announce import Announcer
 from lumiku_bgremover.pipeline.completion import Finalizer
 from lumiku_bgremover.pipeline.events import EventPublisher
 from lumiku_bgremover.pipeline.intake import Intake
 from lumiku_bgremover.pipeline.processor import ItemProcessor
+from lumiku_bgremover.queue import DeadLetterMover, JetStreamWorkQueue, WorkQueueRunner
 from lumiku_bgremover.services import Services
 from lumiku_bgremover.sources import DEFAULT_POLICY, FetchPolicy, SourceLoader, UrlFetcher
-from lumiku_bgremover.workqueue import DeadLetterMover, WorkQueueRunner
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class Pipeline:
     intake: Intake
     finalizer: Finalizer
     processor: ItemProcessor
-    events: EventPublisher
+    announcer: Announcer
 
 
 def default_router(services: Services) -> EngineRouter:
@@ -71,11 +72,12 @@ def build_pipeline(
         services.pool, services.store, loader, router, events=events, finalizer=finalizer,
         clock=services.clock, max_pixels=settings.limits.max_image_pixels, presign_ttl_s=ttl,
     )  # fmt: skip
+    announcer = Announcer(events, clock=services.clock)
     intake = Intake(
-        services.pool, loader, events, js=js, nats=settings.nats, limits=settings.limits,
-        clock=services.clock, timezone=settings.timezone,
+        services.pool, loader, announcer, JetStreamWorkQueue(js, settings.nats),
+        limits=settings.limits, clock=services.clock, timezone=settings.timezone,
     )  # fmt: skip
-    return Pipeline(services, intake, finalizer, processor, events)
+    return Pipeline(services, intake, finalizer, processor, announcer)
 
 
 @asynccontextmanager

@@ -7,16 +7,16 @@ directory. Every server is a child of the command that started it and is stopped
 when it ends: normally, on an error, on Ctrl-C, SIGTERM or SIGHUP.
 """
 
-from lumiku_bgremover.embedded.errors import EmbeddedError
-from lumiku_bgremover.embedded.nats import NatsServer, find_nats_server, start_nats
-from lumiku_bgremover.embedded.postgres import PostgresServer, start_postgres
-from lumiku_bgremover.embedded.signals import (
+from lumiku_bgremover.devtools.embedded.errors import EmbeddedError
+from lumiku_bgremover.devtools.embedded.nats import NatsServer, find_nats_server, start_nats
+from lumiku_bgremover.devtools.embedded.postgres import PostgresServer, start_postgres
+from lumiku_bgremover.devtools.embedded.signals import (
     STOP_SIGNALS,
     Interrupted,
     SignalWatch,
     stop_on_signals,
 )
-from lumiku_bgremover.embedded.stack import (
+from lumiku_bgremover.devtools.embedded.stack import (
     EmbeddedStack,
     embedded_stack,
     environment,

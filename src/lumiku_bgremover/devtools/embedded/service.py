@@ -10,7 +10,7 @@ from faststream import FastStream
 from lumiku_bgremover import messaging
 from lumiku_bgremover.app import create_app
 from lumiku_bgremover.contracts.subjects import QUOTE, with_prefix
-from lumiku_bgremover.embedded.client import wait_answering
+from lumiku_bgremover.devtools.embedded.client import wait_answering
 from lumiku_bgremover.settings import Settings
 
 __all__ = ["in_process_service"]

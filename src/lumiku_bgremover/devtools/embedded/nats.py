@@ -28,7 +28,7 @@ from typing import Final
 import nats
 import nats.errors
 
-from lumiku_bgremover.embedded.errors import EmbeddedError
+from lumiku_bgremover.devtools.embedded.errors import EmbeddedError
 
 __all__ = ["NatsServer", "find_nats_server", "start_nats"]
 

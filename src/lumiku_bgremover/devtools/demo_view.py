@@ -16,7 +16,7 @@ from lumiku_bgremover.contracts import (
     ItemFailed,
     RequestRejected,
 )
-from lumiku_bgremover.embedded.client import BatchEvent, BatchOutcome
+from lumiku_bgremover.devtools.embedded.client import BatchEvent, BatchOutcome
 
 if TYPE_CHECKING:
     from rich.console import Console

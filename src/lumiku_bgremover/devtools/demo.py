@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Final
 
 from lumiku_bgremover.commands.common import EXIT_FAILED, EXIT_OK, error_text, say, shout
-from lumiku_bgremover.commands.demo_view import BatchView, summary_lines
-from lumiku_bgremover.commands.dev import line_buffered_stdout
 from lumiku_bgremover.commands.quote import NoService, format_quote, request_quote
 from lumiku_bgremover.contracts import (
     BatchRequested,
@@ -33,7 +31,9 @@ from lumiku_bgremover.contracts import (
     RequestMode,
     Tier,
 )
-from lumiku_bgremover.embedded import (
+from lumiku_bgremover.devtools.demo_view import BatchView, summary_lines
+from lumiku_bgremover.devtools.dev import line_buffered_stdout
+from lumiku_bgremover.devtools.embedded import (
     EmbeddedError,
     EmbeddedStack,
     Interrupted,
@@ -43,10 +43,10 @@ from lumiku_bgremover.embedded import (
     stop_on_signals,
     workspace,
 )
-from lumiku_bgremover.embedded.client import AppClient, BatchOutcome, app_client
-from lumiku_bgremover.embedded.service import in_process_service
+from lumiku_bgremover.devtools.embedded.client import AppClient, BatchOutcome, app_client
+from lumiku_bgremover.devtools.embedded.service import in_process_service
+from lumiku_bgremover.devtools.gallery import GallerySummary, Shot, write_gallery
 from lumiku_bgremover.engines.base import EngineError
-from lumiku_bgremover.gallery import GallerySummary, Shot, write_gallery
 from lumiku_bgremover.settings import Settings
 from lumiku_bgremover.storage import zip_names
 

@@ -21,92 +21,24 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable
 
-import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
-from lumiku_bgremover.contracts import subjects
-from lumiku_bgremover.contracts.codec import ContractError, decode, encode
+from lumiku_bgremover.contracts.codec import ContractError, decode
 from lumiku_bgremover.contracts.codes import FailCode
-from lumiku_bgremover.contracts.work import Lane, WorkItem
-from lumiku_bgremover.provisioning import StreamNames, dead_letter_consumer_config
+from lumiku_bgremover.contracts.work import WorkItem
+from lumiku_bgremover.provisioning import StreamNames
+from lumiku_bgremover.queue.base import Delivery, Processor
+from lumiku_bgremover.queue.scheduling import LANE_ORDER, backoff_delay, pick
 from lumiku_bgremover.settings import Limits, NatsSettings
 
 log = logging.getLogger(__name__)
 
-#: Lanes in the order they are served.
-LANE_ORDER: tuple[Lane, ...] = (Lane.INTERACTIVE, Lane.BULK)
 #: Pause after an unexpected error of a fetch loop (server restarting, connection lost).
 RECOVER_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One delivery of a work item."""
-
-    item: WorkItem
-    attempt: int  #: 1 on the first delivery
-    last: bool  #: no redelivery follows this one
-    stream_seq: int
-
-
-async def enqueue(js: JetStreamContext, settings: NatsSettings, item: WorkItem) -> None:
-    """Publish a work item; `Nats-Msg-Id` = item id, so a re-publish is de-duplicated."""
-    await js.publish(
-        subjects.work_subject(item.lane, item.user_id, settings.subject_prefix),
-        encode(item),
-        timeout=settings.publish_timeout_s,
-        stream=StreamNames.of(settings).work,
-        headers={"Nats-Msg-Id": item.item_id},
-    )
-
-
-class Processor(Protocol):
-    """What the queue drives: processing an item, and giving one up."""
-
-    async def process(self, delivery: Delivery) -> None:
-        """Make the item's outcome durable; raise to have it retried."""
-
-    async def give_up(self, item: WorkItem, *, code: FailCode, message: str) -> None:
-        """Record the item as failed (idempotent); called once retries are exhausted."""
-
-
-def partition_of(user_id: str, partitions: int) -> int:
-    """The partition the server's `{{partition(P,...)}}` transform gives a user (FNV-1a 32)."""
-    digest = 0x811C9DC5
-    for byte in user_id.encode():
-        digest = ((digest ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return digest % partitions
-
-
-def backoff_delay(
-    attempt: int, *, base_s: float = 2.0, cap_s: float = 120.0, jitter: float = 0.0
-) -> float:
-    """Delay before delivery `attempt + 1`: base * 2^(attempt-1), capped, +/- jitter share."""
-    delay = min(cap_s, base_s * float(2 ** max(0, attempt - 1)))
-    return delay * (1.0 + jitter)
-
-
-def pick(ready: Sequence[Sequence[bool]], cursors: list[int]) -> tuple[int, int] | None:
-    """The (lane, partition) to serve next: first lane with a ready partition, round-robin.
-
-    `ready[lane][partition]` says whether a message is waiting; `cursors[lane]` is
-    where that lane's turn starts and is moved past the partition picked.
-    """
-    for lane, partitions in enumerate(ready):
-        count = len(partitions)
-        for step in range(count):
-            partition = (cursors[lane] + step) % count
-            if partitions[partition]:
-                cursors[lane] = (partition + 1) % count
-                return lane, partition
-    return None
 
 
 class Feed:
@@ -349,77 +281,3 @@ class WorkQueueRunner:
             await message.nak()
             return
         await message.ack()
-
-
-class DeadLetterMover:
-    """Turns max-deliveries advisories into failed items and removes the stuck message."""
-
-    def __init__(
-        self,
-        js: JetStreamContext,
-        settings: NatsSettings,
-        processor: Processor,
-        *,
-        poll_s: float = 5.0,
-    ) -> None:
-        self._js, self._names, self._processor = js, StreamNames.of(settings), processor
-        self._settings, self._poll_s = settings, poll_s
-        self._task: asyncio.Task[None] | None = None
-        self._sub: JetStreamContext.PullSubscription | None = None
-        self._stopping = False
-
-    async def start(self) -> None:
-        """Bind to the advisory stream's durable consumer and start moving."""
-        durable = dead_letter_consumer_config(self._settings).durable_name
-        self._sub = await self._js.pull_subscribe_bind(
-            durable=durable, stream=self._names.dead_letters
-        )
-        self._task = asyncio.create_task(self._run(self._sub))
-
-    async def stop(self) -> None:
-        """Stop after the advisory in hand."""
-        self._stopping = True
-        if self._task is not None:
-            await cancel_all({self._task})
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-
-    async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
-        while not self._stopping:
-            try:
-                advisories = await sub.fetch(1, timeout=self._poll_s)
-            except nats.errors.TimeoutError:
-                continue
-            except Exception:  # keep moving dead letters after a hiccup
-                log.warning("dead-letter fetch failed; retrying", exc_info=True)
-                await asyncio.sleep(RECOVER_S)
-                continue
-            for advisory in advisories:
-                await self._move(advisory)
-
-    async def _move(self, advisory: Msg) -> None:
-        try:
-            seq = msgspec.json.decode(advisory.data, type=dict[str, object]).get("stream_seq")
-            if isinstance(seq, int):
-                await self._give_up(seq)
-        except Exception:
-            log.exception("dead letter %s not moved yet", advisory.data[:200])
-            await advisory.nak(delay=backoff_delay(advisory.metadata.num_delivered))
-            return
-        await advisory.ack()
-
-    async def _give_up(self, seq: int) -> None:
-        try:
-            stored = await self._js.get_msg(self._names.work, seq)
-        except NotFoundError:
-            return  # acked or moved already
-        try:
-            item = decode(WorkItem, stored.data or b"")
-        except ContractError:
-            log.exception("dead letter %d is not a WorkItem; deleted", seq)
-        else:
-            await self._processor.give_up(
-                item, code=FailCode.MAX_DELIVERIES, message="no answer within the delivery limit"
-            )
-        await self._js.delete_msg(self._names.work, seq)

@@ -3,184 +3,121 @@
 A redelivered message finds its row already moved on and changes nothing; the
 batch's counters move in the same statement as the item, so they always agree;
 exactly one caller wins each transition (`begin_finalizing`, `complete`).
+
+Rows come back typed: stored states, tiers, modes and lanes are decoded into
+enums here, once (`Batch.from_row`, `Item.from_row`), and `contract_status` is
+the one mapping from a stored batch state to the contract's `BatchStatus`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
-from typing import Any
-from uuid import UUID
 
 import asyncpg
+import msgspec
 
 from lumiku_bgremover.billing import Conn
+from lumiku_bgremover.contracts.codes import FailCode
+from lumiku_bgremover.contracts.common import BatchStatus
+from lumiku_bgremover.db.rows import (
+    CONTRACT_STATUS,
+    FINAL_ITEM_STATES,
+    FINAL_STATES,
+    Batch,
+    BatchState,
+    Item,
+    ItemResult,
+    ItemState,
+    NewBatch,
+    NewItem,
+    contract_status,
+    stored_state,
+)
 
-#: Item states that are final.
-FINAL_ITEM_STATES = ("done", "failed", "cancelled")
-
-
-@dataclass(frozen=True, slots=True)
-class NewBatch:
-    """A batch as intake creates it (already priced)."""
-
-    id: str
-    request_id: str
-    user_id: str
-    tier: str
-    mode: str
-    lane: str
-    pricing_type: str
-    total_items: int
-    credits_per_image: int
-    base_total: int
-    discount_pct: int
-    discount: int
-    credits_charged: int
-    options: dict[str, Any]
-    correlation: dict[str, Any] | None
-    subscription_id: UUID | None = None
-    quota_key: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class NewItem:
-    """One image of a new batch."""
-
-    id: str
-    idx: int
-    filename: str
-    source: dict[str, Any]
-    declared_size: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """A batch row."""
-
-    id: str
-    request_id: str
-    user_id: str
-    tier: str
-    mode: str
-    lane: str
-    status: str
-    pricing_type: str
-    total_items: int
-    succeeded: int
-    failed: int
-    cancelled: int
-    credits_per_image: int
-    base_total: int
-    discount_pct: int
-    discount: int
-    credits_charged: int
-    credits_refunded: int
-    options: dict[str, Any]
-    correlation: dict[str, Any] | None
-    subscription_id: UUID | None
-    quota_key: str | None
-    archive_bucket: str | None
-    archive_key: str | None
-    created_at: datetime
-    updated_at: datetime
-    completed_at: datetime | None
-
-    @property
-    def ended(self) -> int:
-        """Items in a final state."""
-        return self.succeeded + self.failed + self.cancelled
-
-    @property
-    def all_ended(self) -> bool:
-        """Every item is done, failed or cancelled."""
-        return self.ended == self.total_items
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """A batch item row."""
-
-    id: str
-    batch_id: str
-    idx: int
-    filename: str
-    source: dict[str, Any]
-    declared_size: int | None
-    status: str
-    attempts: int
-    result_bucket: str | None
-    result_key: str | None
-    result_size: int | None
-    width: int | None
-    height: int | None
-    content_type: str | None
-    engine: str | None
-    model: str | None
-    processing_ms: int | None
-    cost_idr: Decimal | None
-    error_code: str | None
-    error_message: str | None
-    finished_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class ItemResult:
-    """What a processed item stores."""
-
-    bucket: str
-    key: str
-    size: int
-    width: int
-    height: int
-    content_type: str
-    engine: str
-    model: str
-    processing_ms: int
-    cost_idr: Decimal | None
-
+__all__ = [
+    "CONTRACT_STATUS",
+    "FINAL_ITEM_STATES",
+    "FINAL_STATES",
+    "Batch",
+    "BatchState",
+    "Item",
+    "ItemResult",
+    "ItemState",
+    "NewBatch",
+    "NewItem",
+    "begin_finalizing",
+    "cancel_pending",
+    "claim_item",
+    "complete",
+    "contract_status",
+    "fail_item",
+    "finish_item",
+    "get_batch",
+    "get_batch_by_request",
+    "insert_batch",
+    "list_items",
+    "mark_announced",
+    "record_refund",
+]
 
 _BATCH_COLUMNS = ", ".join(Batch.__dataclass_fields__)
 _ITEM_COLUMNS = ", ".join(Item.__dataclass_fields__)
 
 
 def _batch(row: asyncpg.Record | None) -> Batch | None:
-    return None if row is None else Batch(**dict(row))
+    return None if row is None else Batch.from_row(dict(row))
 
 
 def _item(row: asyncpg.Record | None) -> Item | None:
-    return None if row is None else Item(**dict(row))
+    return None if row is None else Item.from_row(dict(row))
 
 
 async def insert_batch(conn: Conn, batch: NewBatch, items: Sequence[NewItem]) -> bool:
-    """Create the batch and its items; False (nothing written) when the request id exists."""
+    """Create the batch and its items; False (nothing written) when the request id exists.
+
+    Items with a `failure` are stored failed at once and counted in `failed`.
+    """
+    failed = sum(1 for item in items if item.failure is not None)
     async with conn.transaction():
         created = await conn.fetchval(
             """
             INSERT INTO batches (id, request_id, user_id, tier, mode, lane, pricing_type,
                 total_items, credits_per_image, base_total, discount_pct, discount,
-                credits_charged, options, correlation, subscription_id, quota_key)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                credits_charged, options, correlation, subscription_id, quota_key,
+                failed, failed_at_intake)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                $18, $19)
             ON CONFLICT (request_id) DO NOTHING
             RETURNING true
             """,
-            batch.id, batch.request_id, batch.user_id, batch.tier, batch.mode, batch.lane,
-            batch.pricing_type, batch.total_items, batch.credits_per_image, batch.base_total,
-            batch.discount_pct, batch.discount, batch.credits_charged, batch.options,
-            batch.correlation, batch.subscription_id, batch.quota_key,
+            batch.id, batch.request_id, batch.user_id, batch.tier.value, batch.mode.value,
+            batch.lane.value, batch.pricing_type.value, batch.total_items,
+            batch.credits_per_image, batch.base_total, batch.discount_pct, batch.discount,
+            batch.credits_charged, msgspec.to_builtins(batch.options),
+            None if batch.correlation is None else msgspec.to_builtins(batch.correlation),
+            batch.subscription_id, batch.quota_key, failed, batch.failed_at_intake,
         )  # fmt: skip
         if not created:
             return False
         await conn.executemany(
             """
-            INSERT INTO batch_items (id, batch_id, idx, filename, source, declared_size)
-            VALUES ($1, $2, $3, $4, $5, $6)
+            INSERT INTO batch_items (id, batch_id, idx, filename, source, declared_size,
+                status, error_code, error_message, finished_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                CASE WHEN $7 = 'failed' THEN now() END)
             """,
-            [(i.id, batch.id, i.idx, i.filename, i.source, i.declared_size) for i in items],
+            [_item_values(batch.id, item) for item in items],
         )
         return True
+
+
+def _item_values(batch_id: str, item: NewItem) -> tuple[object, ...]:
+    state = ItemState.PENDING if item.failure is None else ItemState.FAILED
+    code, message = item.failure or (None, None)
+    return (
+        item.id, batch_id, item.idx, item.filename, msgspec.to_builtins(item.source),
+        item.declared_size, state.value, code, message if message is None else message[:1000],
+    )  # fmt: skip
 
 
 async def get_batch(conn: Conn, batch_id: str) -> Batch | None:
@@ -198,15 +135,15 @@ async def get_batch_by_request(conn: Conn, request_id: str) -> Batch | None:
     return _batch(row)
 
 
-async def list_items(conn: Conn, batch_id: str, *, status: str | None = None) -> list[Item]:
+async def list_items(conn: Conn, batch_id: str, *, status: ItemState | None = None) -> list[Item]:
     """The batch's items in order, optionally of one status."""
     rows = await conn.fetch(
         f"SELECT {_ITEM_COLUMNS} FROM batch_items "  # noqa: S608
         "WHERE batch_id = $1 AND ($2::text IS NULL OR status = $2) ORDER BY idx",
         batch_id,
-        status,
+        None if status is None else status.value,
     )
-    return [Item(**dict(row)) for row in rows]
+    return [Item.from_row(dict(row)) for row in rows]
 
 
 async def claim_item(conn: Conn, item_id: str) -> Item | None:
@@ -248,7 +185,7 @@ async def finish_item(conn: Conn, item_id: str, result: ItemResult) -> Batch | N
         return await _count(conn, batch_id, "succeeded")
 
 
-async def fail_item(conn: Conn, item_id: str, code: str, message: str) -> Batch | None:
+async def fail_item(conn: Conn, item_id: str, code: FailCode, message: str) -> Batch | None:
     """pending|processing -> failed, counted on the batch; None if it had ended already."""
     async with conn.transaction():
         batch_id = await conn.fetchval(
@@ -259,7 +196,7 @@ async def fail_item(conn: Conn, item_id: str, code: str, message: str) -> Batch 
             RETURNING batch_id
             """,
             item_id,
-            code,
+            code.value,
             message[:1000],
         )
         return await _count(conn, batch_id, "failed")
@@ -319,9 +256,9 @@ async def record_refund(conn: Conn, batch_id: str, amount: int) -> None:
 
 
 async def complete(
-    conn: Conn, batch_id: str, *, status: str, archive: tuple[str, str] | None
+    conn: Conn, batch_id: str, *, status: BatchStatus, archive: tuple[str, str] | None
 ) -> Batch | None:
-    """finalizing -> completed|cancelled|failed with the archive; None if already done."""
+    """finalizing -> a final state with the archive; None if it was final already."""
     bucket, key = archive or (None, None)
     row = await conn.fetchrow(
         f"""
@@ -331,8 +268,21 @@ async def complete(
         RETURNING {_BATCH_COLUMNS}
         """,  # noqa: S608
         batch_id,
-        status,
+        stored_state(status).value,
         bucket,
         key,
     )
     return _batch(row)
+
+
+async def mark_announced(conn: Conn, batch_id: str) -> bool:
+    """Record that `batch.completed` went out; False when it was recorded before."""
+    marked = await conn.fetchval(
+        """
+        UPDATE batches SET completion_announced_at = now()
+        WHERE id = $1 AND completed_at IS NOT NULL AND completion_announced_at IS NULL
+        RETURNING true
+        """,
+        batch_id,
+    )
+    return bool(marked)

@@ -15,8 +15,8 @@ from typing import Final
 
 from lumiku_bgremover import db
 from lumiku_bgremover.contracts.common import Tier
-from lumiku_bgremover.embedded.nats import NatsServer, start_nats
-from lumiku_bgremover.embedded.postgres import PostgresServer, start_postgres
+from lumiku_bgremover.devtools.embedded.nats import NatsServer, start_nats
+from lumiku_bgremover.devtools.embedded.postgres import PostgresServer, start_postgres
 from lumiku_bgremover.settings import (
     DatabaseSettings,
     NatsSettings,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from lumiku_bgremover.embedded.errors import EmbeddedError
+from lumiku_bgremover.devtools.embedded.errors import EmbeddedError
 
 __all__ = ["PostgresServer", "start_postgres"]
 

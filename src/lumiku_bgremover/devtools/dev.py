@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from lumiku_bgremover.commands.common import EXIT_FAILED, EXIT_OK, say, shout
-from lumiku_bgremover.embedded import (
+from lumiku_bgremover.devtools.embedded import (
     EmbeddedError,
     EmbeddedStack,
     Interrupted,
