@@ -15,8 +15,8 @@ from lumiku_bgremover.provisioning import StreamNames, provision_streams, work_c
 from lumiku_bgremover.queue import (
     DeadLetterMover,
     Delivery,
+    JetStreamWorkQueue,
     WorkQueueRunner,
-    enqueue,
     partition_of,
 )
 from lumiku_bgremover.settings import Limits, NatsSettings
@@ -107,7 +107,7 @@ async def test_items_are_processed_once_and_acked(nc: Client, settings: NatsSett
     js = nc.jetstream()
     items = [item(f"u{n % 3}", n) for n in range(12)]
     for work in items + items[:4]:  # a re-publish is de-duplicated by Nats-Msg-Id
-        await enqueue(js, settings, work)
+        await JetStreamWorkQueue(js, settings).enqueue(work)
     recorder = Recorder(expect=12)
     runner = await run_queue(nc, settings, recorder, concurrency=3)
     try:
@@ -124,12 +124,13 @@ async def test_interactive_lane_goes_before_a_bulk_backlog(
 ) -> None:
     js = nc.jetstream()
     for n in range(30):
-        await enqueue(js, settings, item("alice", n))
+        await JetStreamWorkQueue(js, settings).enqueue(item("alice", n))
     recorder = Recorder(delay_s=0.05, expect=31)
     runner = await run_queue(nc, settings, recorder)
     try:
         await asyncio.sleep(0.3)
-        await enqueue(js, settings, item("bob", 0, Lane.INTERACTIVE, batch="single"))
+        single = item("bob", 0, Lane.INTERACTIVE, batch="single")
+        await JetStreamWorkQueue(js, settings).enqueue(single)
         await asyncio.wait_for(recorder.finished.wait(), 30)
     finally:
         await runner.stop()
@@ -141,14 +142,14 @@ async def test_interactive_lane_goes_before_a_bulk_backlog(
 async def test_users_in_different_partitions_take_turns(nc: Client, settings: NatsSettings) -> None:
     js = nc.jetstream()
     for n in range(40):
-        await enqueue(js, settings, item("alice", n))
+        await JetStreamWorkQueue(js, settings).enqueue(item("alice", n))
     bob = next(
         u
         for u in (f"user-{i}" for i in range(50))
         if partition_of(u, 4) != partition_of("alice", 4)
     )
     for n in range(5):
-        await enqueue(js, settings, item(bob, n))
+        await JetStreamWorkQueue(js, settings).enqueue(item(bob, n))
     recorder = Recorder(expect=45)
     runner = await run_queue(nc, settings, recorder)
     try:
@@ -164,7 +165,7 @@ async def test_transient_failures_are_retried_with_growing_delays(
     nc: Client, settings: NatsSettings
 ) -> None:
     js = nc.jetstream()
-    await enqueue(js, settings, item("carol", 0))
+    await JetStreamWorkQueue(js, settings).enqueue(item("carol", 0))
     recorder = Recorder(fail_times={"b1-carol-0": 2}, expect=1)
     started = asyncio.get_running_loop().time()
     runner = WorkQueueRunner(
@@ -195,7 +196,7 @@ async def test_an_item_failing_every_delivery_is_given_up_once(
     nc: Client, settings: NatsSettings
 ) -> None:
     js = nc.jetstream()
-    await enqueue(js, settings, item("dave", 0))
+    await JetStreamWorkQueue(js, settings).enqueue(item("dave", 0))
     recorder = Recorder(fail_times={"b1-dave-0": 99}, expect=1)
     runner = await run_queue(nc, settings, recorder, heartbeat_s=1.0)
     runner._jitter = lambda: -0.95  # short delays keep the test quick
@@ -218,8 +219,8 @@ async def test_heartbeats_keep_a_slow_item_from_being_redelivered(
     names = StreamNames.of(settings)
     for config in work_consumer_configs(settings, Limits(work_partitions=4, max_deliver=3)):
         await js.add_consumer(names.work, dataclasses.replace(config, ack_wait=1.0))
-    await enqueue(js, settings, item("erin", 0))
-    await enqueue(js, settings, item("erin", 1))
+    await JetStreamWorkQueue(js, settings).enqueue(item("erin", 0))
+    await JetStreamWorkQueue(js, settings).enqueue(item("erin", 1))
     recorder = Recorder(delay_s=2.5, expect=2)
     runner = await run_queue(nc, settings, recorder, heartbeat_s=0.3)
     try:
@@ -243,7 +244,7 @@ async def test_dead_letter_mover_gives_up_items_nobody_answered(
         if c.durable_name == durable
     )
     await js.add_consumer(names.work, dataclasses.replace(config, ack_wait=0.5, max_deliver=2))
-    await enqueue(js, settings, item("frank", 0))
+    await JetStreamWorkQueue(js, settings).enqueue(item("frank", 0))
     sub = await js.pull_subscribe_bind(durable=config.durable_name, stream=names.work)
     for _ in range(2):  # a worker that takes the item and dies, twice
         (await sub.fetch(1, timeout=5))[0]
