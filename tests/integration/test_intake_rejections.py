@@ -98,11 +98,11 @@ async def test_too_many_images_for_the_configured_limit(client: Client) -> None:
     await assert_nothing_charged(client)
 
 
-async def test_an_image_larger_than_the_limit_by_its_real_size(client: Client) -> None:
-    small = await client.upload(USER, "a.png", photo(0))
+async def test_a_request_whose_only_image_is_too_large_by_its_real_size(client: Client) -> None:
     big = await client.upload(USER, "big.png", b"\x89PNG" + bytes(70_000))
-    event = await rejected(client, batch_request("r-big", USER, [small, big]))
-    assert (event["code"], event["path"]) == ("image_too_large", "$.images[1]")
+    event = await rejected(client, batch_request("r-big", USER, [big, big]))
+    assert (event["code"], event["path"]) == ("no_runnable_images", "$.images")
+    assert "$.images[1]: source_too_large" in event["message"]
     await assert_nothing_charged(client)
 
 
@@ -111,7 +111,7 @@ async def test_a_declared_size_over_the_limit(client: Client) -> None:
     body = batch_request("r-declared", USER, [ref])
     body["images"][0]["size_bytes"] = 80_000
     event = await rejected(client, body)
-    assert event["code"] == "image_too_large"
+    assert (event["code"], event["path"]) == ("image_too_large", "$.images[0].size_bytes")
     await assert_nothing_charged(client)
 
 
@@ -151,10 +151,10 @@ async def test_forbidden_sources(client: Client, ref: dict[str, str]) -> None:
     await assert_nothing_charged(client)
 
 
-async def test_a_missing_object(client: Client) -> None:
+async def test_a_request_whose_only_object_is_missing(client: Client) -> None:
     ref = {"bucket": client.store.bucket, "key": f"originals/{USER}/nowhere.png"}
     event = await rejected(client, batch_request("r-missing", USER, [ref]))
-    assert event["code"] == "not_found"
+    assert (event["code"], event["path"]) == ("no_runnable_images", "$.images")
     await assert_nothing_charged(client)
 
 

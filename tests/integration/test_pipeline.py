@@ -66,7 +66,7 @@ async def test_a_batch_with_undecodable_images(client: Client) -> None:
     assert sorted(e["index"] for e in failed) == sorted(broken)
     assert {e["code"] for e in failed} == {"decode_failed"}
     assert accepted["credits_charged"] == 190  # standard x 25 = 200 - 5 %
-    assert finished["status"] == "completed"
+    assert finished["status"] == "partial"
     assert (finished["succeeded"], finished["failed"], finished["cancelled"]) == (22, 3, 0)
     # 22 images at 5 % off cost 176 - 8 = 168, so 22 of the 190 come back
     assert (finished["credits_charged"], finished["credits_refunded"]) == (190, 22)
@@ -175,16 +175,20 @@ async def test_cancel_stops_pending_items_and_refunds_them(slow_client: Client) 
     await client.events.wait(lambda log: len(log.of(subjects.ITEM_DONE)) >= 2, 30)
     [accepted] = client.events.of(subjects.BATCH_ACCEPTED)
     cancel = {"batch_id": accepted["batch_id"], "user_id": user}
-    await client.publish(subjects.BATCH_CANCEL, {**cancel, "user_id": "mallory"})  # ignored
+    await client.publish(subjects.BATCH_CANCEL, {**cancel, "user_id": "mallory"})  # refused
     await client.publish(subjects.BATCH_CANCEL, cancel)
     await client.events.wait(completed(), 60)
+    [refused] = client.events.of(subjects.REQUEST_REJECTED)
+    assert (refused["code"], refused["user_id"], refused["batch_id"]) == (
+        "not_found", "mallory", accepted["batch_id"])  # fmt: skip
+    assert any(e["cancelled"] >= 10 for e in client.events.of(subjects.BATCH_PROGRESS))
 
     [finished] = client.events.of(subjects.BATCH_COMPLETED)
     ok, cancelled = finished["succeeded"], finished["cancelled"]
     assert ok >= 2
     assert cancelled >= 10
     assert ok + cancelled == 20
-    assert finished["status"] == "completed"
+    assert finished["status"] == "partial"
     # 20 x 8 = 160 - 5 % = 152 charged; the successes cost their share at 5 % off
     kept = ok * 8 - ok * 8 * 5 // 100
     assert finished["credits_refunded"] == 152 - kept
