@@ -76,6 +76,11 @@ class HuggingFaceEngine:
         self._providers = dict(providers or {})
         self._poll, self._sleep = poll_interval_s, sleep
 
+    def provider_of(self, model: str) -> str:
+        """Who runs `model`: "hf-inference", or the inference provider it is routed to."""
+        route = self._providers.get(model)
+        return route.provider if route is not None else "hf-inference"
+
     async def matte(self, image: Image.Image, *, model: str) -> Image.Image:
         """The matte of `image` by `model`; raises `ProviderError` on any failure."""
         rgb = image if image.mode == "RGB" else image.convert("RGB")
