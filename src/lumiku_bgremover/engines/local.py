@@ -119,8 +119,11 @@ def postprocess(output: npt.NDArray[Any], spec: ModelSpec, size: tuple[int, int]
     else:
         low, high = float(plane.min()), float(plane.max())
         unit = (plane - low) / (high - low) if high - low > 1e-6 else np.zeros_like(plane)  # noqa: PLR2004
-    matte = Image.fromarray(np.clip(unit * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    return matte if matte.size == size else matte.resize(size, Image.Resampling.BILINEAR)
+    if unit.shape[::-1] != size:  # resize in float (bicubic: smooth edges, no 8-bit banding)
+        unit = np.asarray(
+            Image.fromarray(unit.astype(np.float32), "F").resize(size, Image.Resampling.BICUBIC)
+        )
+    return Image.fromarray(np.clip(unit * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
 @dataclass(frozen=True, slots=True)
