@@ -25,7 +25,7 @@ from lumiku_bgremover.engines import (
 from lumiku_bgremover.engines.base import check_matte
 from lumiku_bgremover.engines.huggingface import HuggingFaceEngine
 from lumiku_bgremover.engines.local import OnnxEngine
-from lumiku_bgremover.engines.router import TierEngine
+from lumiku_bgremover.engines.router import TierEngine, warm_up
 from lumiku_bgremover.engines.segmind import SegmindEngine
 from lumiku_bgremover.settings import (
     DEFAULT_ROUTES,
@@ -218,3 +218,19 @@ def test_check_matte() -> None:
         check_matte(Image.new("RGB", (3, 2)), (3, 2), "e")
     with pytest.raises(EngineError):
         check_matte(good, (2, 3), "e")
+
+
+async def test_warm_up_loads_routes_and_fallbacks() -> None:
+    loaded: list[str] = []
+
+    class Loading(Catalogue):
+        models = ("isnet-medium", "isnet-small")
+
+        async def load(self, model: str) -> None:
+            loaded.append(model)
+
+    routes = dict(ALL_FAKE) | {Tier.BASIC: Route(engine="local", model="isnet-medium")}
+    backup = {Tier.BASIC: Route(engine="local", model="isnet-small")}
+    router = EngineRouter(routes, {"fake": FakeEngine(), "local": Loading()}, fallbacks=backup)
+    await warm_up(router)
+    assert loaded == ["isnet-medium", "isnet-small"]

@@ -83,7 +83,7 @@ class EngineCall:
 
 async def warm_up(router: EngineRouter) -> None:
     """Load every routed model of engines that can (`load`), so no image waits for a download."""
-    for tier, route in (router.routes | router.fallbacks).items():
+    for tier, route in (*router.routes.items(), *router.fallbacks.items()):
         engine = router.engines[route.engine]
         load = getattr(engine, "load", None)
         if load is not None:
