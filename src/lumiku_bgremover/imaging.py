@@ -18,7 +18,11 @@ The pipeline calls `decode` and `compose` in a worker thread. Decisions worth kn
   matte multiplied by it, so pixels that were transparent stay transparent.
   16-bit images are scaled (not clipped) to 8 bits. EXIF orientation is applied; an
   unreadable EXIF block is ignored. Metadata is not copied into results (no EXIF,
-  no GPS), except an RGB source's ICC profile, which colour results carry.
+  no GPS). An RGB source's ICC profile is applied: pixels are converted to sRGB and
+  results carry no profile (a profile LittleCMS cannot read is carried as it was).
+- Edges: colour results take the subject's own colour at semi-transparent pixels
+  (`matting.estimate_foreground`), so no fringe of the old background shows on a
+  new one. `max_side` caps the result's longest side.
 - Output: PNG (RGBA, alpha = matte); WebP lossy at quality 90 with a lossless alpha
   plane (alpha values exact, colour much smaller than lossless); JPEG at quality 92
   on `options.effective_background`. A background colour with PNG/WebP gives an
@@ -41,6 +45,7 @@ from typing import Final, ParamSpec, TypeVar
 
 from PIL import Image, ImageChops, ImageColor, ImageOps, UnidentifiedImageError
 
+from lumiku_bgremover import matting
 from lumiku_bgremover.contracts.codes import FAIL_CODE_HELP, FailCode
 from lumiku_bgremover.contracts.common import INPUT_FORMATS, OutputFormat, OutputOptions
 
@@ -132,20 +137,39 @@ def decode(data: bytes, *, max_pixels: int) -> Decoded:
         icc = source.info.get("icc_profile") if source.mode in {"RGB", "RGBA"} else None
         upright = _load_upright(source)
     rgb, alpha = _guarded(_split_alpha, upright)
+    srgb = matting.to_srgb(rgb, icc)
+    if srgb is not rgb:
+        rgb, icc = srgb, None  # converted: results are plain sRGB
     rgb.info = {}
     return Decoded(image=rgb, format=fmt, alpha=alpha, icc_profile=icc or None)
 
 
-def compose(decoded: Decoded, matte: Image.Image, options: OutputOptions) -> Encoded:
-    """Render `decoded` with `matte` (mode "L", any size) as `options` ask, and encode it."""
+def compose(
+    decoded: Decoded,
+    matte: Image.Image,
+    options: OutputOptions,
+    *,
+    edge_colour: bool = True,
+    max_side: int | None = None,
+) -> Encoded:
+    """Render `decoded` with `matte` (mode "L", any size) as `options` ask, and encode it.
+
+    `edge_colour` replaces the colour of semi-transparent pixels by the subject's own
+    (`matting.estimate_foreground`: no fringe of the old background); `max_side` caps
+    the result's longest side (None: no cap).
+    """
     alpha = _alpha(decoded, matte)
     box = _crop_box(alpha, options.crop_margin) if options.crop_to_subject else None
     if options.mask_only:
         out, icc = alpha, None
     else:
-        out, icc = _render(decoded.image, alpha, options.effective_background), decoded.icc_profile
+        colour = decoded.image
+        if edge_colour and matting.has_soft_edges(alpha):
+            colour = matting.estimate_foreground(decoded.image, alpha)
+        out, icc = _render(colour, alpha, options.effective_background), decoded.icc_profile
     if box is not None:
         out = out.crop(box)
+    out = matting.cap_size(out, max_side)
     out.info = {}
     content_type, extension = _CONTENT[options.format]
     data = _encode(out, options.format, icc=icc, mask=options.mask_only)

@@ -10,16 +10,28 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from lumiku_bgremover.contracts.common import Tier
+from lumiku_bgremover.engine_settings import (
+    DEFAULT_ROUTES,
+    ENGINES,
+    HOSTED_ENGINES,
+    EngineSettings,
+    ProviderModel,
+    Resilience,
+    Route,
+    engine_settings_from_env,
+)
 from lumiku_bgremover.envparse import Env, SettingsError
 
 __all__ = [
     "DEFAULT_ROUTES",
     "ENGINES",
+    "HOSTED_ENGINES",
     "DatabaseSettings",
     "EngineSettings",
     "Limits",
     "NatsSettings",
+    "ProviderModel",
+    "Resilience",
     "Route",
     "S3Settings",
     "Settings",
@@ -28,9 +40,6 @@ __all__ = [
 ]
 
 MIB = 1024 * 1024
-HF_ENDPOINT = "https://router.huggingface.co/hf-inference"
-SEGMIND_ENDPOINT = "https://api.segmind.com"
-MODEL_CACHE_DIR = Path("~/.cache/lumiku-bgremover")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,40 +97,6 @@ class StorageSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Route:
-    """Which engine and model serve a tier."""
-
-    engine: str  #: "huggingface", "segmind", "local" or "fake"
-    model: str
-
-
-DEFAULT_ROUTES: dict[Tier, Route] = {
-    Tier.BASIC: Route(engine="huggingface", model="briaai/RMBG-1.4"),
-    Tier.STANDARD: Route(engine="huggingface", model="briaai/RMBG-2.0"),
-    Tier.PROFESSIONAL: Route(engine="segmind", model="birefnet-general"),
-    Tier.INDUSTRY: Route(engine="segmind", model="birefnet-portrait"),
-}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EngineSettings:
-    """Engine credentials, endpoints and the tier routing."""
-
-    hf_token: str | None = field(default=None, repr=False)
-    hf_endpoint: str = HF_ENDPOINT
-    segmind_api_key: str | None = field(default=None, repr=False)
-    segmind_endpoint: str = SEGMIND_ENDPOINT
-    model_cache_dir: Path = field(default_factory=MODEL_CACHE_DIR.expanduser)
-    routes: dict[Tier, Route] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
-    timeout_s: float = 60.0
-    #: ONNX Runtime threads per inference of the local engine (None: one per core).
-    local_threads: int | None = None
-    #: The fake engine's delay per image and failure rate (tests, demos, benchmarks).
-    fake_delay_s: float = 0.0
-    fake_failure_rate: float = 0.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
     """Request and processing limits (DESIGN.md, business rules)."""
 
@@ -158,7 +133,7 @@ class Settings:
             nats=_nats(env),
             database=_database(env),
             storage=_storage(env),
-            engines=_engines(env),
+            engines=engine_settings_from_env(env),
             limits=_limits(env),
             timezone=_timezone(env),
             admin_subjects_enabled=env.flag("ADMIN_SUBJECTS_ENABLED", default=False),
@@ -172,7 +147,6 @@ class Settings:
         return self.database
 
 
-ENGINES = frozenset({"huggingface", "segmind", "local", "fake"})
 _NATS_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
 _PREFIX = re.compile(r"^([A-Za-z0-9_-]+\.)*$")
 _STREAM_PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -275,45 +249,6 @@ def _storage(env: Env) -> StorageSettings:
     if backend == "local" and local_dir is None:
         raise SettingsError("LOCAL_STORAGE_DIR", "is required when STORAGE_BACKEND=local")
     return StorageSettings(backend=backend, s3=s3, local_dir=local_dir)
-
-
-def _engines(env: Env) -> EngineSettings:
-    return EngineSettings(
-        hf_token=env.text("HF_TOKEN"),
-        hf_endpoint=_https_url(env, "HF_ENDPOINT", HF_ENDPOINT),
-        segmind_api_key=env.text("SEGMIND_API_KEY"),
-        segmind_endpoint=_https_url(env, "SEGMIND_ENDPOINT", SEGMIND_ENDPOINT),
-        model_cache_dir=env.dir("MODEL_CACHE_DIR") or MODEL_CACHE_DIR.expanduser(),
-        routes=_routes(env),
-        timeout_s=env.number("ENGINE_TIMEOUT_S", 60.0, lo=1.0, hi=600.0),
-        local_threads=env.integer("LOCAL_ENGINE_THREADS", 0, lo=0, hi=256) or None,
-        fake_delay_s=env.number("FAKE_ENGINE_DELAY_S", 0.0, lo=0.0, hi=600.0),
-        fake_failure_rate=env.number("FAKE_ENGINE_FAILURE_RATE", 0.0, lo=0.0, hi=1.0),
-    )
-
-
-def _https_url(env: Env, name: str, default: str) -> str:
-    url = (env.text(name, default) or default).rstrip("/")
-    if urlsplit(url).scheme not in {"http", "https"} or not urlsplit(url).hostname:
-        raise SettingsError(name, f"expected an http(s) URL, got {url!r}")
-    return url
-
-
-def _routes(env: Env) -> dict[Tier, Route]:
-    """TIER_ROUTING: `tier=engine:model` pairs, comma-separated, over the defaults."""
-    routes = dict(DEFAULT_ROUTES)
-    for entry in env.items("TIER_ROUTING"):
-        tier_name, _, target = entry.partition("=")
-        engine, _, model = target.partition(":")
-        if tier_name.strip() not in Tier.__members__.values():
-            raise SettingsError("TIER_ROUTING", f"unknown tier {tier_name.strip()!r} in {entry!r}")
-        if engine.strip() not in ENGINES or not model.strip():
-            raise SettingsError(
-                "TIER_ROUTING",
-                f"expected tier=engine:model with engine in {sorted(ENGINES)}, got {entry!r}",
-            )
-        routes[Tier(tier_name.strip())] = Route(engine=engine.strip(), model=model.strip())
-    return routes
 
 
 def _limits(env: Env) -> Limits:

@@ -60,12 +60,15 @@ def test_run_refuses_an_unmigrated_database(service_env: dict[str, str], databas
     assert "run `lumiku-bgremover migrate` first" in result.stderr
 
 
-def test_run_refuses_routes_to_engines_it_does_not_have(service_env: dict[str, str]) -> None:
+def test_run_can_refuse_hosted_routes_without_their_key(service_env: dict[str, str]) -> None:
     routing = service_env["TIER_ROUTING"] + ",industry=segmind:birefnet-portrait"
-    result = cli("run", env={**service_env, "TIER_ROUTING": routing})
+    env = {**service_env, "TIER_ROUTING": routing, "HOSTED_WITHOUT_KEY": "error"}
+    env.pop("SEGMIND_API_KEY", None)
+    result = cli("run", env=env)
     assert result.returncode == 2
     assert "TIER_ROUTING" in result.stderr
     assert "segmind" in result.stderr
+    assert "HOSTED_WITHOUT_KEY=local" in result.stderr
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ from lumiku_bgremover.engines.local import (
     ONE,
     ModelSpec,
     OnnxEngine,
+    available_providers,
+    choose_providers,
     local_engine,
     postprocess,
 )
@@ -331,3 +333,60 @@ async def test_inference_does_not_block_the_loop(tmp_path: Path) -> None:
     )
     assert duration > 0.05, "the model must be slow enough to show anything"
     assert longest_gap < duration / 3
+
+
+BANDS = ((230, 20, 20), (20, 140, 20), (20, 20, 70))
+
+
+def three_bands(width: int = 90, height: int = 40) -> Image.Image:
+    """Red, green and blue vertical bands: per-channel normalisation tells them apart."""
+    image = Image.new("RGB", (width, height))
+    for index, colour in enumerate(BANDS):
+        image.paste(colour, (index * width // 3, 0, (index + 1) * width // 3, height))
+    return image
+
+
+def expected_band_values(spec: ModelSpec) -> list[float]:
+    """What the spec's pre- and post-processing make of each band through a channel mean."""
+    means = [
+        sum((v / 255 - m) / s for v, m, s in zip(colour, spec.mean, spec.std, strict=True)) / 3
+        for colour in BANDS
+    ]
+    if spec.output == "sigmoid":
+        return [255 / (1 + math.exp(-value)) for value in means]
+    low, high = min(means), max(means)
+    return [255 * (value - low) / (high - low) for value in means]
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_SPECS))
+async def test_each_spec_end_to_end_on_a_tiny_model(tmp_path: Path, name: str) -> None:
+    """Every known model's spec (input size and name, normalisation, output mapping,
+    resize back) through a real ONNX Runtime session on a channel-mean model."""
+    spec = MODEL_SPECS[name]
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", [spec.input_name or "x"], ["y"], axes=[1], keepdims=1)],
+        "tiny",
+        [helper.make_tensor_value_info(spec.input_name or "x", TensorProto.FLOAT,
+                                       [1, 3, spec.size, spec.size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, spec.size, spec.size])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, path)
+    engine = OnnxEngine(lambda _model: path, intra_op_num_threads=1)
+    matte = np.asarray(await engine.matte(three_bands(), model=name), dtype=np.float64)
+    assert matte.shape == (40, 90)
+    centres = [matte[20, 15], matte[20, 45], matte[20, 75]]
+    assert centres == pytest.approx(expected_band_values(spec), abs=1.5)
+
+
+def test_execution_providers_prefer_cuda_and_honour_configuration() -> None:
+    assert choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    both = ["CUDAExecutionProvider", "AzureExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(both) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(both, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    with pytest.raises(EngineError, match="LOCAL_ENGINE_PROVIDERS") as caught:
+        choose_providers(["CPUExecutionProvider"], ["CUDAExecutionProvider"])
+    assert caught.value.code is FailCode.ENGINE_UNAVAILABLE
+    assert "CPUExecutionProvider" in available_providers()

@@ -477,14 +477,29 @@ def test_source_transparency_stays_transparent() -> None:
     assert alpha.getpixel((90, 10)) == 255
 
 
-def test_rgb_icc_profile_is_carried_to_colour_results_only() -> None:
+def test_an_icc_profile_is_applied_and_results_are_plain_srgb() -> None:
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     data = encode(Image.new("RGB", (W, H), SOURCE_COLOUR), "PNG", icc_profile=profile)
     decoded = decode(data, max_pixels=MAX)
-    assert decoded.icc_profile == profile
+    assert decoded.icc_profile is None  # converted to sRGB on decode
+    pixel = decoded.image.getpixel((5, 5))
+    assert isinstance(pixel, tuple)
+    assert all(abs(a - b) <= 2 for a, b in zip(pixel, SOURCE_COLOUR, strict=True))
+    for fmt in OutputFormat:
+        for mask_only in (False, True):
+            options = OutputOptions(format=fmt, mask_only=mask_only)
+            out = compose(decoded, subject_matte(), options)
+            assert not reopen(out.data).info.get("icc_profile")
+
+
+def test_an_unreadable_icc_profile_is_carried_to_colour_results_only() -> None:
+    junk = b"not really an icc profile" * 8
+    data = encode(Image.new("RGB", (W, H), SOURCE_COLOUR), "PNG", icc_profile=junk)
+    decoded = decode(data, max_pixels=MAX)
+    assert decoded.icc_profile == junk
     for fmt in OutputFormat:
         colour = compose(decoded, subject_matte(), OutputOptions(format=fmt))
-        assert reopen(colour.data).info.get("icc_profile") == profile
+        assert reopen(colour.data).info.get("icc_profile") == junk
         mask = compose(decoded, subject_matte(), OutputOptions(format=fmt, mask_only=True))
         assert not reopen(mask.data).info.get("icc_profile")
 

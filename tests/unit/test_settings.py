@@ -3,7 +3,14 @@ from pathlib import Path
 import pytest
 
 from lumiku_bgremover.contracts.common import Tier
-from lumiku_bgremover.settings import DEFAULT_ROUTES, Route, Settings, SettingsError
+from lumiku_bgremover.settings import (
+    DEFAULT_ROUTES,
+    ProviderModel,
+    Resilience,
+    Route,
+    Settings,
+    SettingsError,
+)
 
 S3 = {"S3_ENDPOINT": "minio:9000", "S3_ACCESS_KEY": "ak", "S3_SECRET_KEY": "sk"}
 
@@ -117,3 +124,80 @@ def test_creds_file_must_exist(tmp_path: Path) -> None:
     creds = tmp_path / "svc.creds"
     creds.write_text("-----BEGIN NATS USER JWT-----\n")
     assert Settings.from_env({"NATS_CREDS": str(creds)}).nats.creds_file == creds
+
+
+# --- engines: hosted providers, fallbacks, resilience ------------------------------------
+
+
+def test_engine_defaults() -> None:
+    engines = Settings.from_env({}).engines
+    assert engines.hf_router == "https://router.huggingface.co"
+    assert engines.hf_providers["briaai/RMBG-2.0"] == ProviderModel(
+        "fal-ai", "fal-ai/bria/background/remove"
+    )
+    assert engines.fallbacks == {}
+    assert engines.keyless == "local"
+    assert engines.keyless_model == "isnet-medium"
+    assert engines.resilience == Resilience()
+    assert (engines.timeout_for("segmind"), engines.has_key("huggingface")) == (60.0, False)
+    assert engines.has_key("local")
+
+
+@pytest.mark.parametrize(
+    ("env", "attribute", "expected"),
+    [
+        ({"TIER_FALLBACK": "standard=local:isnet-medium"}, "fallbacks",
+         {Tier.STANDARD: Route(engine="local", model="isnet-medium")}),
+        ({"HF_PROVIDER_MODELS": "a/b=replicate:owner/model"}, "hf_providers",
+         {"briaai/RMBG-2.0": ProviderModel("fal-ai", "fal-ai/bria/background/remove"),
+          "a/b": ProviderModel("replicate", "owner/model")}),
+        ({"SEGMIND_MODELS": "birefnet-general=birefnet, birefnet-portrait=bg-removal-v2"},
+         "segmind_models", {"birefnet-general": "birefnet", "birefnet-portrait": "bg-removal-v2"}),
+        ({"ENGINE_TIMEOUTS": "segmind=90, huggingface=20"}, "timeouts",
+         {"segmind": 90.0, "huggingface": 20.0}),
+        ({"HOSTED_WITHOUT_KEY": "error"}, "keyless", "error"),
+        ({"LOCAL_ENGINE_PROVIDERS": "CUDAExecutionProvider,CPUExecutionProvider"},
+         "local_providers", ("CUDAExecutionProvider", "CPUExecutionProvider")),
+        ({"HF_ROUTER_URL": "http://127.0.0.1:9/"}, "hf_router", "http://127.0.0.1:9"),
+        ({"ENGINE_ATTEMPTS": "1", "ENGINE_BREAKER_COOLDOWN_S": "2.5"}, "resilience",
+         Resilience(attempts=1, breaker_cooldown_s=2.5)),
+    ],
+)  # fmt: skip
+def test_engine_settings_table(env: dict[str, str], attribute: str, expected: object) -> None:
+    assert getattr(Settings.from_env(env).engines, attribute) == expected
+
+
+def test_per_engine_timeout_overrides_the_default() -> None:
+    engines = Settings.from_env({"ENGINE_TIMEOUT_S": "45", "ENGINE_TIMEOUTS": "segmind=90"}).engines
+    assert (engines.timeout_for("segmind"), engines.timeout_for("huggingface")) == (90.0, 45.0)
+
+
+def test_keys_are_seen() -> None:
+    engines = Settings.from_env({"HF_TOKEN": "hf_x", "SEGMIND_API_KEY": "SG_y"}).engines
+    assert engines.has_key("huggingface")
+    assert engines.has_key("segmind")
+    assert "SG_y" not in repr(engines)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"TIER_FALLBACK": "gold=local:x"}, "TIER_FALLBACK"),
+        ({"TIER_FALLBACK": "basic=torch:x"}, "TIER_FALLBACK"),
+        ({"HF_PROVIDER_MODELS": "a/b=fal-ai"}, "HF_PROVIDER_MODELS"),
+        ({"HF_PROVIDER_MODELS": "just-a-name"}, "HF_PROVIDER_MODELS"),
+        ({"SEGMIND_MODELS": "=x"}, "SEGMIND_MODELS"),
+        ({"ENGINE_TIMEOUTS": "segmind=0"}, "ENGINE_TIMEOUTS"),
+        ({"ENGINE_TIMEOUTS": "segmind=soon"}, "ENGINE_TIMEOUTS"),
+        ({"ENGINE_TIMEOUTS": "torch=5"}, "ENGINE_TIMEOUTS"),
+        ({"ENGINE_ATTEMPTS": "0"}, "ENGINE_ATTEMPTS"),
+        ({"ENGINE_BACKOFF_BASE_S": "5", "ENGINE_BACKOFF_CAP_S": "1"}, "ENGINE_BACKOFF_CAP_S"),
+        ({"ENGINE_BREAKER_FAILURES": "0"}, "ENGINE_BREAKER_FAILURES"),
+        ({"HOSTED_WITHOUT_KEY": "maybe"}, "HOSTED_WITHOUT_KEY"),
+        ({"HF_ROUTER_URL": "ftp://x"}, "HF_ROUTER_URL"),
+    ],
+)
+def test_bad_engine_settings_name_their_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    assert info.value.variable == variable

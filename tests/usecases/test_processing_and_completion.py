@@ -74,6 +74,14 @@ async def test_every_image_done_is_completed_and_zipped(wired: Wired) -> None:
     assert (completed["status"], completed["credits_refunded"]) == ("completed", 0)
     assert completed["archive"]["key"].endswith(".zip")
     assert len(wired.events.of(subjects.ITEM_DONE)) == 2
+    rows = await wired.pool.fetch(
+        "SELECT engine, provider, model, cost_idr, engine_ms, engine_attempts, engine_fallback"
+        " FROM batch_items WHERE batch_id = $1", completed["batch_id"],
+    )  # fmt: skip
+    made = {(r["engine"], r["provider"], r["model"], r["cost_idr"], r["engine_attempts"],
+             r["engine_fallback"]) for r in rows}  # fmt: skip
+    assert made == {("fake", "fake", "fake-matte", 0, 1, False)}
+    assert all(r["engine_ms"] >= 0 for r in rows)
 
 
 async def test_a_transient_engine_error_is_retried_then_given_up_and_refunded(

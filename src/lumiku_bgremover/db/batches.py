@@ -173,14 +173,16 @@ async def finish_item(conn: Conn, item_id: str, result: ItemResult) -> Batch | N
             """
             UPDATE batch_items SET status = 'done', result_bucket = $2, result_key = $3,
                 result_size = $4, width = $5, height = $6, content_type = $7, engine = $8,
-                model = $9, processing_ms = $10, cost_idr = $11, finished_at = now(),
-                error_code = NULL, error_message = NULL
+                model = $9, processing_ms = $10, cost_idr = $11, provider = $12,
+                engine_ms = $13, engine_attempts = $14, engine_fallback = $15,
+                finished_at = now(), error_code = NULL, error_message = NULL
             WHERE id = $1 AND status = 'processing'
             RETURNING batch_id
             """,
             item_id, result.bucket, result.key, result.size, result.width, result.height,
             result.content_type, result.engine, result.model, result.processing_ms,
-            result.cost_idr,
+            result.cost_idr, result.provider, result.engine_ms, result.engine_attempts,
+            result.engine_fallback,
         )  # fmt: skip
         return await _count(conn, batch_id, "succeeded")
 

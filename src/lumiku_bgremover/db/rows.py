@@ -254,3 +254,7 @@ class ItemResult:
     model: str
     processing_ms: int
     cost_idr: Decimal | None
+    provider: str | None = None  #: who ran the model (the engine, or its provider)
+    engine_ms: int | None = None  #: the engine call, retries and fallback included
+    engine_attempts: int | None = None
+    engine_fallback: bool | None = None

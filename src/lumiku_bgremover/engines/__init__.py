@@ -6,7 +6,12 @@ here: it needs the optional `local` extra (numpy, onnxruntime).
 
 from lumiku_bgremover.engines.base import Engine, EngineConfigError, EngineError, ModelNotFound
 from lumiku_bgremover.engines.fake import FakeEngine
-from lumiku_bgremover.engines.router import EngineRouter, UnavailableEngine, build_router
+from lumiku_bgremover.engines.router import (
+    EngineCall,
+    EngineRouter,
+    UnavailableEngine,
+    build_router,
+)
 from lumiku_bgremover.engines.weights import (
     WeightsFetchError,
     WeightsIntegrityError,
@@ -16,6 +21,7 @@ from lumiku_bgremover.engines.weights import (
 
 __all__ = [
     "Engine",
+    "EngineCall",
     "EngineConfigError",
     "EngineError",
     "EngineRouter",

@@ -28,6 +28,8 @@ __all__ = [
     "ModelSpec",
     "OnnxEngine",
     "WeightsLocator",
+    "available_providers",
+    "choose_providers",
     "local_engine",
     "postprocess",
     "preprocess",
@@ -117,8 +119,11 @@ def postprocess(output: npt.NDArray[Any], spec: ModelSpec, size: tuple[int, int]
     else:
         low, high = float(plane.min()), float(plane.max())
         unit = (plane - low) / (high - low) if high - low > 1e-6 else np.zeros_like(plane)  # noqa: PLR2004
-    matte = Image.fromarray(np.clip(unit * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    return matte if matte.size == size else matte.resize(size, Image.Resampling.BILINEAR)
+    if unit.shape[::-1] != size:  # resize in float (bicubic: smooth edges, no 8-bit banding)
+        unit = np.asarray(
+            Image.fromarray(unit.astype(np.float32), "F").resize(size, Image.Resampling.BICUBIC)
+        )
+    return Image.fromarray(np.clip(unit * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,17 +239,48 @@ def _describe(session: Any, spec: ModelSpec, path: Path) -> _Loaded:
     return _Loaded(session=session, input_name=name, input_dtype=dtype, output_name=output)
 
 
+#: Execution providers tried in this order when none are configured.
+PREFERRED_PROVIDERS: Final = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def choose_providers(available: Sequence[str], requested: Sequence[str] = ()) -> list[str]:
+    """The execution providers to use: `requested` (all must be available), else
+    CUDA when ONNX Runtime offers it, then CPU."""
+    if requested:
+        missing = [name for name in requested if name not in available]
+        if missing:
+            raise EngineError(
+                f"ONNX Runtime offers no {', '.join(missing)} (it offers: "
+                f"{', '.join(available)}); fix LOCAL_ENGINE_PROVIDERS",
+                code=FailCode.ENGINE_UNAVAILABLE,
+            )
+        return list(requested)
+    return [name for name in PREFERRED_PROVIDERS if name in available] or ["CPUExecutionProvider"]
+
+
+def available_providers() -> list[str]:
+    """What this ONNX Runtime build offers (CPU only when it cannot be imported)."""
+    try:
+        import onnxruntime as ort  # noqa: PLC0415 - optional extra, heavy import
+    except ImportError:
+        return ["CPUExecutionProvider"]
+    return list(ort.get_available_providers())
+
+
 def local_engine(
     cache_dir: Path,
     *,
     weights_paths: Mapping[str, Path] | None = None,
     intra_op_num_threads: int | None = None,
+    providers: Sequence[str] = (),
     packer: Packer = npm_pack,
 ) -> OnnxEngine:
-    """An `OnnxEngine` whose weights come from `resolve_weights` (cache, npm, or given paths)."""
+    """An `OnnxEngine` whose weights come from `resolve_weights` (cache, npm, or given paths),
+    on the execution providers `choose_providers` picks."""
     paths = dict(weights_paths or {})
 
     def locate(model: str) -> Path:
         return resolve_weights(model, cache_dir, weights_path=paths.get(model), packer=packer)
 
-    return OnnxEngine(locate, intra_op_num_threads=intra_op_num_threads)
+    chosen = choose_providers(available_providers(), providers)
+    return OnnxEngine(locate, intra_op_num_threads=intra_op_num_threads, providers=chosen)

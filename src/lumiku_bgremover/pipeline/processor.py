@@ -13,12 +13,11 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
 from typing import cast, get_args
 
 import asyncpg
 
-from lumiku_bgremover import imaging, pricing
+from lumiku_bgremover import imaging
 from lumiku_bgremover.contracts import ItemDone, ObjectRef, UpscalerRequested, subjects
 from lumiku_bgremover.contracts.codes import FailCode
 from lumiku_bgremover.contracts.outbound import ContentType
@@ -35,9 +34,6 @@ from lumiku_bgremover.sources import FetchFailed, SourceError, SourceLoader
 from lumiku_bgremover.storage import ObjectStore
 
 log = logging.getLogger(__name__)
-
-#: Engines billed per image by a provider; the rest run on our own CPUs.
-HOSTED_ENGINES = frozenset({"huggingface", "segmind"})
 
 
 class ItemFailedError(Exception):
@@ -102,21 +98,20 @@ class ItemProcessor:
         started = time.monotonic()
         data = await self._load(item)
         decoded = await asyncio.to_thread(self._decode, data)
-        engine, model = self._router.for_tier(item.tier)
         try:
-            matte = await engine.matte(decoded.image, model=model)
+            call = await self._router.matte(item.tier, decoded.image)
         except EngineError as error:
             raise ItemFailedError(error.code, str(error), retryable=error.retryable) from error
-        encoded = await asyncio.to_thread(imaging.compose, decoded, matte, item.options)
+        encoded = await asyncio.to_thread(imaging.compose, decoded, call.matte, item.options)
         key = f"results/{item.user_id}/{item.batch_id}/{item.item_id}.{encoded.extension}"
         info = await self._store.put_bytes(key, encoded.data, encoded.content_type)
         url = await self._store.presigned_get_url(key, ttl_s=self._ttl)
-        route = self._router.routes[item.tier]
-        cost = pricing.TIERS[item.tier].cost_idr if route.engine in HOSTED_ENGINES else Decimal(0)
         result = repo.ItemResult(
             bucket=info.bucket, key=key, size=info.size, width=encoded.width,
-            height=encoded.height, content_type=encoded.content_type, engine=route.engine,
-            model=model, processing_ms=int((time.monotonic() - started) * 1000), cost_idr=cost,
+            height=encoded.height, content_type=encoded.content_type, engine=call.engine,
+            model=call.model, processing_ms=int((time.monotonic() - started) * 1000),
+            cost_idr=call.cost_idr, provider=call.provider, engine_ms=call.latency_ms,
+            engine_attempts=call.attempts, engine_fallback=call.fallback,
         )  # fmt: skip
         return Produced(result, url)
 

@@ -107,4 +107,5 @@ async def run_pipeline(
         await runner.stop()
         await mover.stop()
         await fetcher.aclose()
+        await router.aclose()
         await nc.close()  # every publish awaited its PubAck; nothing is left to drain
