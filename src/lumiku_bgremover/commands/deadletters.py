@@ -60,7 +60,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         chosen = letters if args.all else [x for x in letters if x.seq in set(args.seqs)]
         missing = set(args.seqs) - {x.seq for x in chosen}
         for letter in chosen:
-            say(f"{letter.seq}: {await replay(js, settings.nats, letter)}")
+            say(f"{letter.seq}: {await replay(js, settings.nats, letter.seq)}")
     if missing:
         shout(f"no such dead letter: {', '.join(map(str, sorted(missing)))}")
         return EXIT_FAILED

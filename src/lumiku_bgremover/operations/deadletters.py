@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from lumiku_bgremover.contracts import subjects
 from lumiku_bgremover.contracts.codec import ContractError, decode, encode
@@ -23,6 +23,9 @@ from lumiku_bgremover.provisioning import StreamNames
 from lumiku_bgremover.settings import NatsSettings
 
 __all__ = ["DeadLetter", "Replay", "list_dead_letters", "replay"]
+
+#: JetStream's error code for "no message found" (a deleted sequence).
+NO_MESSAGE_FOUND = 10057
 
 
 class Advisory(msgspec.Struct, frozen=True):
@@ -94,9 +97,13 @@ async def list_dead_letters(
     return letters
 
 
-async def replay(js: JetStreamContext, settings: NatsSettings, letter: DeadLetter) -> Replay:
-    """Queue the letter's item again (before removing the stuck copy) and drop the advisory."""
+async def replay(js: JetStreamContext, settings: NatsSettings, seq: int) -> Replay:
+    """Queue the item of dead letter `seq` again (before removing the stuck copy), then
+    drop the advisory; `GONE` when the letter or its item no longer exists."""
     names = StreamNames.of(settings)
+    letter = await _letter(js, names, seq)
+    if letter is None:
+        return Replay.GONE
     outcome = Replay.GONE
     if letter.item is not None:
         item = letter.item
@@ -114,7 +121,9 @@ async def replay(js: JetStreamContext, settings: NatsSettings, letter: DeadLette
 
 
 async def _delete(js: JetStreamContext, stream: str, seq: int) -> None:
+    """Delete one message; one that is gone already is fine."""
     try:
         await js.delete_msg(stream, seq)
-    except NotFoundError:
-        return
+    except APIError as error:
+        if not isinstance(error, NotFoundError) and error.err_code != NO_MESSAGE_FOUND:
+            raise
