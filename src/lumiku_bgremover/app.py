@@ -9,16 +9,20 @@ from contextlib import asynccontextmanager
 import asyncpg
 from faststream import ContextRepo, FastStream
 from faststream.nats import NatsBroker
+from faststream.nats.prometheus import NatsPrometheusMiddleware
+from prometheus_client import CollectorRegistry
 
 from lumiku_bgremover import db, messaging
 from lumiku_bgremover.handlers.admin import register_admin_handlers
 from lumiku_bgremover.handlers.quotes import register_quote_handler
 from lumiku_bgremover.handlers.requests import register_request_handlers
+from lumiku_bgremover.observability import METRICS_KEY, Metrics, observe
 from lumiku_bgremover.pipeline.runtime import PIPELINE_KEY, run_pipeline
 from lumiku_bgremover.provisioning import provision_streams
 from lumiku_bgremover.services import SERVICES_KEY, Clock, Services, utc_now
 from lumiku_bgremover.settings import Settings
 from lumiku_bgremover.storage import ObjectStore, build_object_store
+from lumiku_bgremover.storage.lifecycle import expiry_rules
 
 __all__ = [
     "SERVICES_KEY",
@@ -27,6 +31,7 @@ __all__ = [
     "StartupError",
     "check_schema",
     "create_app",
+    "instrument",
     "open_services",
     "provision",
     "register_handlers",
@@ -43,8 +48,9 @@ class StartupError(RuntimeError):
 
 
 async def provision(settings: Settings, store: ObjectStore) -> dict[str, str]:
-    """Streams and the bucket; returns what happened to each stream."""
+    """Streams and the bucket (with its expiry rules); returns what happened to each stream."""
     await store.ensure_bucket()
+    await store.apply_retention(expiry_rules(settings.retention))
     nc = await messaging.connect(settings.nats, name=f"{messaging.CLIENT_NAME}-provision")
     try:
         actions = await provision_streams(nc.jetstream(), settings.nats, settings.limits)
@@ -86,6 +92,16 @@ def register_handlers(broker: NatsBroker, settings: Settings) -> None:
         log.warning("admin subjects are enabled (ADMIN_SUBJECTS_ENABLED)")
 
 
+def instrument(broker: NatsBroker, settings: Settings) -> Metrics:
+    """Our metrics on a fresh registry, with FastStream's subscriber metrics when served."""
+    metrics = Metrics(CollectorRegistry())
+    if settings.observability.metrics_port:
+        broker.add_middleware(
+            NatsPrometheusMiddleware(registry=metrics.registry, app_name=messaging.CLIENT_NAME)
+        )
+    return metrics
+
+
 def create_app(
     settings: Settings, broker: NatsBroker | None = None, *, clock: Clock = utc_now
 ) -> FastStream:
@@ -96,15 +112,18 @@ def create_app(
     broker = broker or messaging.build_broker(settings.nats)
     register_handlers(broker, settings)
     context = ContextRepo()
+    metrics = instrument(broker, settings)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         async with (
             open_services(settings, clock=clock) as services,
             run_pipeline(services) as pipeline,
+            observe(services, metrics, broker.ping),
         ):
             context.set_global(SERVICES_KEY, services)
             context.set_global(PIPELINE_KEY, pipeline)
+            context.set_global(METRICS_KEY, metrics)
             yield
 
     async def announce() -> None:

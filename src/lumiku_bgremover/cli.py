@@ -1,5 +1,5 @@
 """The `lumiku-bgremover` command: run, migrate, provision, quote, credits, subscription,
-status, demo and dev."""
+status, queue, deadletters, cleanup, demo and dev."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ import asyncpg
 
 from lumiku_bgremover import __version__, db
 from lumiku_bgremover.app import StartupError, create_app, provision
+from lumiku_bgremover.commands import cleanup as cleanup_cmd
 from lumiku_bgremover.commands import credits as credits_cmd
+from lumiku_bgremover.commands import deadletters as deadletters_cmd
+from lumiku_bgremover.commands import queue as queue_cmd
 from lumiku_bgremover.commands import quote as quote_cmd
 from lumiku_bgremover.commands import status as status_cmd
 from lumiku_bgremover.commands import subscriptions as subscription_cmd
@@ -24,6 +27,7 @@ from lumiku_bgremover.engines.base import EngineError
 from lumiku_bgremover.envparse import SettingsError
 from lumiku_bgremover.settings import Settings
 from lumiku_bgremover.storage import build_object_store
+from lumiku_bgremover.storage.lifecycle import expiry_rules
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
@@ -54,7 +58,9 @@ async def cmd_provision(settings: Settings, _: argparse.Namespace) -> int:
     store = build_object_store(settings.storage)
     for stream, action in (await provision(settings, store)).items():
         print(f"stream {stream}: {action}")
-    print(f"bucket {store.bucket}: ready")
+    rules = expiry_rules(settings.retention)
+    kept = ", ".join(f"{r.prefix} {r.days} d" for r in rules) or "everything kept"
+    print(f"bucket {store.bucket}: ready (expiry: {kept})")
     return 0
 
 
@@ -89,6 +95,21 @@ COMMANDS: dict[str, tuple[Command, str, Arguments]] = {
         status_cmd.run,
         "ask a running service for a batch's progress over NATS",
         status_cmd.add_arguments,
+    ),
+    "queue": (
+        queue_cmd.run,
+        "work-queue consumers: stats, pause, resume (on JetStream)",
+        queue_cmd.add_arguments,
+    ),
+    "deadletters": (
+        deadletters_cmd.run,
+        "list or replay work items stuck after their last delivery",
+        deadletters_cmd.add_arguments,
+    ),
+    "cleanup": (
+        cleanup_cmd.run,
+        "delete finished batches older than RETENTION_BATCHES_DAYS (on the database)",
+        cleanup_cmd.add_arguments,
     ),
     "demo": (
         demo_cmd.run,

@@ -30,8 +30,10 @@ __all__ = [
     "EngineSettings",
     "Limits",
     "NatsSettings",
+    "ObservabilitySettings",
     "ProviderModel",
     "Resilience",
+    "RetentionSettings",
     "Route",
     "S3Settings",
     "Settings",
@@ -112,6 +114,38 @@ class Limits:
     work_ack_wait_s: float = 60.0
 
 
+#: Every interface of the pod: the metrics and health port must be reachable by the kubelet.
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104
+#: Shortest row retention: the requests stream keeps a request 7 days, and a batch row is
+#: what makes its redelivery a no-op (`request_id`), so rows must outlive it.
+MIN_BATCH_RETENTION_DAYS = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObservabilitySettings:
+    """The metrics and health HTTP port, and how often the queue lag is measured."""
+
+    #: TCP port of `/metrics`, `/livez` and `/readyz`; 0 turns the server off. Settings
+    #: built in code (tests, embedded stacks) have it off; `METRICS_PORT` defaults to 9090.
+    metrics_port: int = 0
+    metrics_host: str = ALL_INTERFACES
+    #: Seconds between two measurements of the work-queue lag.
+    lag_interval_s: float = 15.0
+    #: Seconds each readiness check (NATS, PostgreSQL, object store) may take.
+    health_timeout_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionSettings:
+    """How long objects and finished batches are kept, in days; 0 keeps them forever."""
+
+    results_days: int = 0
+    archives_days: int = 0
+    originals_days: int = 0
+    #: Finished batches (and their items) older than this are deleted by `cleanup`.
+    batches_days: int = 0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the service reads from its environment."""
@@ -124,6 +158,8 @@ class Settings:
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Jakarta"))
     admin_subjects_enabled: bool = False
     log_level: str = "INFO"
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -138,6 +174,8 @@ class Settings:
             timezone=_timezone(env),
             admin_subjects_enabled=env.flag("ADMIN_SUBJECTS_ENABLED", default=False),
             log_level=_log_level(env),
+            observability=_observability(env),
+            retention=_retention(env),
         )
 
     def require_database(self) -> DatabaseSettings:
@@ -278,3 +316,27 @@ def _log_level(env: Env) -> str:
     if level not in _LOG_LEVELS:
         raise SettingsError("LOG_LEVEL", f"expected one of {sorted(_LOG_LEVELS)}, got {level!r}")
     return level
+
+
+def _observability(env: Env) -> ObservabilitySettings:
+    return ObservabilitySettings(
+        metrics_port=env.integer("METRICS_PORT", 9090, lo=0, hi=65_535),
+        metrics_host=env.text("METRICS_HOST", ALL_INTERFACES) or ALL_INTERFACES,
+        lag_interval_s=env.number("QUEUE_LAG_INTERVAL_S", 15.0, lo=0.1, hi=3600.0),
+        health_timeout_s=env.number("HEALTH_TIMEOUT_S", 2.0, lo=0.1, hi=60.0),
+    )
+
+
+def _retention(env: Env) -> RetentionSettings:
+    batches = env.integer("RETENTION_BATCHES_DAYS", 0, lo=0, hi=36_500)
+    if 0 < batches < MIN_BATCH_RETENTION_DAYS:
+        raise SettingsError(
+            "RETENTION_BATCHES_DAYS",
+            f"must be 0 (keep) or at least {MIN_BATCH_RETENTION_DAYS}, got {batches}",
+        )
+    return RetentionSettings(
+        results_days=env.integer("RETENTION_RESULTS_DAYS", 0, lo=0, hi=36_500),
+        archives_days=env.integer("RETENTION_ARCHIVES_DAYS", 0, lo=0, hi=36_500),
+        originals_days=env.integer("RETENTION_ORIGINALS_DAYS", 0, lo=0, hi=36_500),
+        batches_days=batches,
+    )

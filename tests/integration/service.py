@@ -34,6 +34,7 @@ from lumiku_bgremover.settings import (
     Settings,
     StorageSettings,
 )
+from tests.fixtures._common import free_port
 
 #: Every tier on the fake engine: the hosted engines are not part of this build yet.
 FAKE_ROUTES = {tier: Route(engine="fake", model="fake-matte") for tier in DEFAULT_ROUTES}
@@ -128,6 +129,7 @@ def service_environment(
         "S3_REGION": s3.region,
         "S3_SECURE": str(s3.secure).lower(),
         "TIER_ROUTING": FAKE_ROUTING,
+        "METRICS_PORT": str(free_port()),
     }
 
 

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import BinaryIO
+
+    from lumiku_bgremover.storage.lifecycle import ExpiryRule
 
 MIB = 1024 * 1024
 #: Smallest part an S3 multipart upload accepts (all parts but the last).
@@ -87,6 +90,14 @@ class ObjectStore(Protocol):
 
     async def ensure_bucket(self) -> None:
         """Create the store's bucket when it does not exist yet."""
+        ...
+
+    async def bucket_exists(self) -> bool:
+        """Whether the store's bucket exists (readiness: the store answers)."""
+        ...
+
+    async def apply_retention(self, rules: Sequence[ExpiryRule]) -> None:
+        """Make `rules` the bucket's expiry rules (stores without expiry ignore them)."""
         ...
 
     async def put_bytes(

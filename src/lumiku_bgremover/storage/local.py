@@ -34,8 +34,10 @@ from lumiku_bgremover.storage.base import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Sequence
     from typing import BinaryIO
+
+    from lumiku_bgremover.storage.lifecycle import ExpiryRule
 
 _META_DIR = ".meta"
 _COPY_CHUNK = 1024 * 1024
@@ -62,6 +64,14 @@ class LocalObjectStore:
     async def ensure_bucket(self) -> None:
         """Create the bucket directory (and the root) when missing."""
         await asyncio.to_thread((self._root / self._bucket).mkdir, parents=True, exist_ok=True)
+
+    async def bucket_exists(self) -> bool:
+        """Whether the bucket directory exists."""
+        return await asyncio.to_thread((self._root / self._bucket).is_dir)
+
+    async def apply_retention(self, rules: Sequence[ExpiryRule]) -> None:
+        """Retention is not applied to a local directory (the embedded mode keeps all)."""
+        del rules
 
     async def put_bytes(
         self, key: str, data: bytes, content_type: str = DEFAULT_CONTENT_TYPE

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from minio import Minio
 from minio.error import S3Error
+from minio.lifecycleconfig import LifecycleConfig
 
 from lumiku_bgremover.storage.base import (
     DEFAULT_CONTENT_TYPE,
@@ -27,9 +28,10 @@ from lumiku_bgremover.storage.base import (
     validate_part_size,
     validate_ttl,
 )
+from lumiku_bgremover.storage.lifecycle import ExpiryRule, lifecycle_rules, merge_rules
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
     from typing import BinaryIO
 
     from lumiku_bgremover.settings import S3Settings
@@ -94,6 +96,14 @@ class S3ObjectStore:
     async def ensure_bucket(self) -> None:
         """Create the bucket when it does not exist (a concurrent creation is fine)."""
         await asyncio.to_thread(self._ensure_bucket_sync)
+
+    async def bucket_exists(self) -> bool:
+        """Whether the bucket exists (a health check: it also proves the server answers)."""
+        return await asyncio.to_thread(self._client.bucket_exists, self._bucket)
+
+    async def apply_retention(self, rules: Sequence[ExpiryRule]) -> None:
+        """Replace our lifecycle rules with `rules`; rules added by hand are kept."""
+        await asyncio.to_thread(self._apply_retention_sync, rules)
 
     async def put_bytes(
         self, key: str, data: bytes, content_type: str = DEFAULT_CONTENT_TYPE
@@ -160,6 +170,14 @@ class S3ObjectStore:
         except S3Error as exc:
             if exc.code not in _BUCKET_EXISTS:
                 raise StorageError(f"S3 {exc.code} creating {self._bucket}") from exc
+
+    def _apply_retention_sync(self, rules: Sequence[ExpiryRule]) -> None:
+        live = self._client.get_bucket_lifecycle(self._bucket)
+        wanted = merge_rules(live.rules if live else [], lifecycle_rules(rules))
+        if wanted:
+            self._client.set_bucket_lifecycle(self._bucket, LifecycleConfig(wanted))
+        elif live is not None:
+            self._client.delete_bucket_lifecycle(self._bucket)
 
     def _put_bytes_sync(self, key: str, data: bytes, content_type: str) -> ObjectInfo:
         put = self._client.put_object

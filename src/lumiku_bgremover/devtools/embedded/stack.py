@@ -109,7 +109,8 @@ def routes_to(engine: str, model: str) -> dict[Tier, Route]:
 
 def stack_settings(stack: EmbeddedStack, base: Settings, routes: Mapping[Tier, Route]) -> Settings:
     """`base` pointed at the stack: its NATS and database, the local store unless
-    `base` names an S3 endpoint, and `routes` for every tier."""
+    `base` names an S3 endpoint, and `routes` for every tier. The in-process service
+    serves no metrics port (a taken 9090 must not stop a demo)."""
     storage = base.storage
     if storage.backend != "s3" or storage.s3 is None:
         storage = StorageSettings(backend="local", s3=storage.s3, local_dir=stack.storage_dir)
@@ -119,6 +120,7 @@ def stack_settings(stack: EmbeddedStack, base: Settings, routes: Mapping[Tier, R
         database=DatabaseSettings(url=stack.database_url, pool_min=1, pool_max=4),
         storage=storage,
         engines=replace(base.engines, routes=dict(routes)),
+        observability=replace(base.observability, metrics_port=0),
     )
 
 

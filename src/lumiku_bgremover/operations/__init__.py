@@ -1,0 +1,1 @@
+"""Operators' tools: work-queue state, pause and resume, dead letters, old rows."""

@@ -1,0 +1,441 @@
+"""The Helm chart, rendered offline with helm-python-sdk (Helm's own Go library).
+
+Every profile is linted, every manifest validated against Kubernetes' schemas, and the
+promises of the chart are asserted: security contexts, probes, hook order, HPA/KEDA
+exclusivity, KEDA triggers equal to the provisioned work consumers, secrets kept out
+of ConfigMaps, and values that break the schema refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from lumiku_bgremover.contracts.work import Lane
+from lumiku_bgremover.provisioning import StreamNames, work_consumer_configs
+from lumiku_bgremover.settings import Limits, NatsSettings
+
+ROOT = Path(__file__).parents[2]
+CHART = ROOT / "deploy" / "helm" / "lumiku-bgremover"
+SETTINGS_PY = ROOT / "src" / "lumiku_bgremover" / "settings.py"
+#: A current Kubernetes release, for validation and lint.
+KUBE_VERSION = "1.33.0"
+#: Kinds from CRDs (KEDA, Prometheus Operator): kubernetes-validate has no schema for them.
+CRD_KINDS = {"ScaledObject", "ServiceMonitor"}
+POD_KINDS = {"Deployment", "Job", "CronJob", "Pod"}
+
+EXISTING_SECRET = {
+    "secrets": {"existingSecret": "lumiku-prod"},
+    "nats": {
+        "auth": {"credsSecret": {"name": "lumiku-nats-creds", "key": "svc.creds"}},
+        "tls": {"secretName": "lumiku-nats-tls", "clientCert": True},
+    },
+}
+LOCAL_ENGINE = {
+    "image": {"tag": "0.1.0-local"},
+    "engines": {
+        "tierRouting": "basic=local:isnet-medium,standard=local:isnet-medium,"
+        "professional=local:isnet-medium,industry=local:isnet-medium",
+        "local": {"enabled": True, "threads": 2},
+    },
+}
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "hpa": {"autoscaling": {"enabled": True}},
+    "keda": {"keda": {"enabled": True}},
+    "existing-secret": EXISTING_SECRET,
+    "local-engine": LOCAL_ENGINE,
+    "everything": {
+        "keda": {"enabled": True},
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+        "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {}}]},
+        "secrets": {"databaseUrl": "postgresql://u:p@db/lumiku", "s3AccessKey": "ak"},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    loaded = helm.Chart.load(CHART)
+    try:
+        yield loaded
+    finally:
+        loaded.close()
+
+
+def render(chart: helm.Chart, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every manifest the chart renders for `values`, as dicts (NOTES.txt left out)."""
+    files = chart.render(values, name="rel", namespace="apps", is_install=True)
+    docs = []
+    for path, text in sorted(files.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs += [doc for doc in yaml.safe_load_all(text) if doc]
+    return docs
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in of_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{len(found)} {kind} named {name}"
+    return found[0]
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    if doc["kind"] == "Pod":
+        return doc["spec"]
+    if doc["kind"] == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return doc["spec"]["template"]["spec"]
+
+
+def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def config_data(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return one(docs, "ConfigMap", "rel-lumiku-bgremover")["data"]
+
+
+def hook(doc: dict[str, Any]) -> tuple[str, int] | None:
+    notes = doc["metadata"].get("annotations") or {}
+    if "helm.sh/hook" not in notes:
+        return None
+    return notes["helm.sh/hook"], int(notes.get("helm.sh/hook-weight", "0"))
+
+
+# --- lint and validation ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_lint_is_clean(profile: str) -> None:
+    report = helm.lint(CHART, PROFILES[profile], strict=True, kube_version=f"v{KUBE_VERSION}")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []  # 2 warning, 3 error
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_every_manifest_is_valid_kubernetes(chart: helm.Chart, profile: str) -> None:
+    unchecked = set()
+    for doc in render(chart, PROFILES[profile]):
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            unchecked.add(doc["kind"])
+    assert unchecked <= CRD_KINDS
+
+
+def test_a_broken_manifest_would_be_caught(chart: helm.Chart) -> None:
+    deployment = one(render(chart, {}), "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "x"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+
+
+# --- security, probes, grace ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_every_pod_runs_locked_down(chart: helm.Chart, profile: str) -> None:
+    pods = [doc for doc in render(chart, PROFILES[profile]) if doc["kind"] in POD_KINDS]
+    assert {doc["kind"] for doc in pods} >= {"Deployment", "Job", "CronJob", "Pod"}
+    for doc in pods:
+        spec = pod_spec(doc)
+        assert spec["securityContext"]["runAsNonRoot"] is True, doc["metadata"]["name"]
+        assert spec["automountServiceAccountToken"] is False
+        for container in containers(spec):
+            context = container["securityContext"]
+            assert context["runAsNonRoot"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["capabilities"]["drop"] == ["ALL"]
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            assert {"/tmp", "/models"} <= mounts  # HOME, TMPDIR, MODEL_CACHE_DIR writable
+
+
+def test_probes_hit_the_health_endpoints(chart: helm.Chart) -> None:
+    docs = render(chart, {"metrics": {"port": 9191}})
+    [service] = pod_spec(one(docs, "Deployment"))["containers"]
+    assert service["ports"] == [{"name": "metrics", "containerPort": 9191, "protocol": "TCP"}]
+    paths = {
+        probe: (service[probe]["httpGet"]["path"], service[probe]["httpGet"]["port"])
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+    assert paths == {
+        "startupProbe": ("/livez", "metrics"),
+        "livenessProbe": ("/livez", "metrics"),
+        "readinessProbe": ("/readyz", "metrics"),
+    }
+    assert config_data(docs)["METRICS_PORT"] == "9191"
+
+
+def test_resources_spread_and_disruption_budget(chart: helm.Chart) -> None:
+    docs = render(chart, {})
+    spec = pod_spec(one(docs, "Deployment"))
+    assert spec["containers"][0]["resources"]["requests"]["cpu"]
+    keys = [c["topologyKey"] for c in spec["topologySpreadConstraints"]]
+    assert keys == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    pdb = one(docs, "PodDisruptionBudget")
+    assert (
+        pdb["spec"]["selector"]["matchLabels"]
+        == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    )
+
+
+def test_grace_period_outlasts_an_engine_call(chart: helm.Chart) -> None:
+    spec = pod_spec(one(render(chart, {}), "Deployment"))
+    assert spec["terminationGracePeriodSeconds"] > chart.values["engines"]["timeoutS"]
+    with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds"):
+        render(chart, {"terminationGracePeriodSeconds": 60, "engines": {"timeoutS": 60}})
+
+
+# --- hooks, jobs, tests ------------------------------------------------------------------------
+
+
+def test_migrate_then_provision_before_install_and_upgrade(chart: helm.Chart) -> None:
+    docs = render(chart, {})
+    hooks = {(d["kind"], d["metadata"]["name"]): hook(d) for d in docs if hook(d)}
+    job = one(docs, "Job", "rel-lumiku-bgremover-migrate")
+    assert hooks[("Job", "rel-lumiku-bgremover-migrate")] == ("pre-install,pre-upgrade", 0)
+    for kind in ("ConfigMap", "Secret"):  # what the Job reads exists before it
+        assert hooks[(kind, "rel-lumiku-bgremover-migrate")] == ("pre-install,pre-upgrade", -10)
+    spec = pod_spec(job)
+    assert [c["args"] for c in spec["initContainers"]] == [["migrate"]]
+    assert [c["args"] for c in spec["containers"]] == [["provision"]]
+    assert spec["restartPolicy"] == "Never"
+    hook_config = one(docs, "ConfigMap", "rel-lumiku-bgremover-migrate")["data"]
+    assert hook_config == config_data(docs)
+
+
+def test_helm_test_asks_for_a_quote(chart: helm.Chart) -> None:
+    docs = render(chart, {})
+    pod = one(docs, "Pod")
+    assert hook(pod) == ("test", 0)
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[0] == "quote"
+    assert dict(zip(args[1::2], args[2::2], strict=True)) == {
+        "--user": "helm-test",
+        "--tier": "basic",
+        "--count": "1",
+        "--timeout": "15",
+    }
+
+
+def test_cleanup_cronjob(chart: helm.Chart) -> None:
+    docs = render(chart, {"retention": {"batchesDays": 45}, "cleanup": {"schedule": "0 4 * * *"}})
+    cron = one(docs, "CronJob")
+    assert cron["spec"]["schedule"] == "0 4 * * *"
+    assert pod_spec(cron)["containers"][0]["args"] == ["cleanup"]
+    assert config_data(docs)["RETENTION_BATCHES_DAYS"] == "45"
+    assert of_kind(render(chart, {"cleanup": {"enabled": False}}), "CronJob") == []
+
+
+# --- scaling ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("profile", "replicas", "hpa", "scaled_object"),
+    [("default", True, 0, 0), ("hpa", False, 1, 0), ("keda", False, 0, 1)],
+)
+def test_hpa_and_keda_are_exclusive_and_own_replicas(
+    chart: helm.Chart, profile: str, replicas: bool, hpa: int, scaled_object: int
+) -> None:
+    docs = render(chart, PROFILES[profile])
+    assert ("replicas" in one(docs, "Deployment")["spec"]) is replicas
+    assert len(of_kind(docs, "HorizontalPodAutoscaler")) == hpa
+    assert len(of_kind(docs, "ScaledObject")) == scaled_object
+
+
+def test_hpa_and_keda_together_are_refused(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmRenderError, match="mutually exclusive"):
+        render(chart, {"autoscaling": {"enabled": True}, "keda": {"enabled": True}})
+
+
+@pytest.mark.parametrize(("prefix", "partitions"), [("BGREMOVE", 8), ("STAGING_BG", 3)])
+def test_keda_triggers_are_the_provisioned_work_consumers(
+    chart: helm.Chart, prefix: str, partitions: int
+) -> None:
+    values = {"keda": {"enabled": True}, "nats": {"streamPrefix": prefix}}
+    docs = render(chart, values | {"work": {"partitions": partitions}})
+    triggers = one(docs, "ScaledObject")["spec"]["triggers"]
+    nats = NatsSettings(stream_prefix=prefix)
+    provisioned = [
+        c.durable_name for c in work_consumer_configs(nats, Limits(work_partitions=partitions))
+    ]
+    assert [t["metadata"]["consumer"] for t in triggers] == provisioned
+    assert provisioned == [
+        StreamNames.of(nats).work_consumer(lane, p) for lane in Lane for p in range(partitions)
+    ]
+    assert {t["type"] for t in triggers} == {"nats-jetstream"}
+    assert {t["metadata"]["stream"] for t in triggers} == {StreamNames.of(nats).work}
+    assert len({t["name"] for t in triggers}) == len(triggers)
+    config = config_data(docs)
+    assert (config["NATS_STREAM_PREFIX"], config["WORK_PARTITIONS"]) == (prefix, str(partitions))
+
+
+# --- configuration and secrets --------------------------------------------------------------
+
+
+def settings_variables() -> set[str]:
+    """Every environment variable settings.py reads."""
+    getter = r'env\.(?:text|integer|number|flag|items|file|dir|required)\(\s*"([A-Z0-9_]+)"'
+    helper = r'\w+\(env, "([A-Z0-9_]+)"'  # _https_url(env, "HF_ENDPOINT", ...)
+    source = SETTINGS_PY.read_text()
+    return set(re.findall(getter, source)) | set(re.findall(helper, source))
+
+
+SECRET_VARIABLES = {
+    "DATABASE_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "NATS_USER", "NATS_PASSWORD",
+    "NATS_TOKEN", "HF_TOKEN", "SEGMIND_API_KEY",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_config_uses_the_variables_settings_reads(chart: helm.Chart, profile: str) -> None:
+    known = settings_variables()
+    assert known >= SECRET_VARIABLES
+    docs = render(chart, PROFILES[profile])
+    for config in of_kind(docs, "ConfigMap"):
+        assert set(config["data"]) <= known - SECRET_VARIABLES
+    for secret in of_kind(docs, "Secret"):
+        assert set(secret.get("data") or {}) <= SECRET_VARIABLES
+
+
+def test_secrets_never_reach_a_configmap(chart: helm.Chart) -> None:
+    fields = {
+        "databaseUrl": "DATABASE_URL", "s3AccessKey": "S3_ACCESS_KEY",
+        "s3SecretKey": "S3_SECRET_KEY", "natsUser": "NATS_USER", "natsPassword": "NATS_PASSWORD",
+        "natsToken": "NATS_TOKEN", "hfToken": "HF_TOKEN", "segmindApiKey": "SEGMIND_API_KEY",
+    }  # fmt: skip
+    markers = {field: f"marker-{field}-7f3a" for field in fields}
+    docs = render(chart, {"secrets": markers})
+    for config in of_kind(docs, "ConfigMap"):
+        text = yaml.safe_dump(config)
+        assert not [m for m in markers.values() if m in text]
+    for secret in of_kind(docs, "Secret"):  # the release's and the hook's copy
+        decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+        assert decoded == {fields[f]: marker for f, marker in markers.items()}
+
+
+def test_existing_secret_and_nats_files(chart: helm.Chart) -> None:
+    docs = render(chart, EXISTING_SECRET)
+    assert of_kind(docs, "Secret") == []
+    config = config_data(docs)
+    assert config["NATS_CREDS"] == "/etc/lumiku/nats-creds/svc.creds"
+    assert config["NATS_TLS_CA"] == "/etc/lumiku/nats-tls/ca.crt"
+    assert config["NATS_TLS_KEY"] == "/etc/lumiku/nats-tls/tls.key"
+    for doc in (d for d in docs if d["kind"] in POD_KINDS):
+        spec = pod_spec(doc)
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["nats-creds"]["secret"]["secretName"] == "lumiku-nats-creds"
+        assert volumes["nats-tls"]["secret"]["secretName"] == "lumiku-nats-tls"
+        for container in spec["containers"]:
+            refs = [e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e]
+            assert refs == ["lumiku-prod"]
+
+
+def test_local_engine_weights_from_the_image_or_a_claim(chart: helm.Chart) -> None:
+    spec = pod_spec(one(render(chart, LOCAL_ENGINE), "Deployment"))
+    [copy] = spec["initContainers"]
+    assert copy["command"] == ["cp", "-a", "/opt/lumiku/models/.", "/models/"]
+    assert "emptyDir" in {v["name"]: v for v in spec["volumes"]}["models"]
+    weights = {"source": "volume", "existingClaim": "weights"}
+    claim = {"engines": {"local": {"enabled": True, "weights": weights}}}
+    spec = pod_spec(one(render(chart, claim), "Deployment"))
+    assert "initContainers" not in spec
+    models = {v["name"]: v for v in spec["volumes"]}["models"]
+    assert models["persistentVolumeClaim"] == {"claimName": "weights", "readOnly": True}
+    with pytest.raises(helm.HelmRenderError, match="existingClaim"):
+        render(chart, {"engines": {"local": {"enabled": True, "weights": {"source": "volume"}}}})
+
+
+def test_optional_monitoring_and_network_policy(chart: helm.Chart) -> None:
+    docs = render(chart, PROFILES["everything"])
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    policy = one(docs, "NetworkPolicy")
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert of_kind(render(chart, {}), "ServiceMonitor") == []
+    assert of_kind(render(chart, {}), "NetworkPolicy") == []
+
+
+# --- schema and documentation -----------------------------------------------------------------
+
+
+BAD_VALUES = """
+nats:
+  streamReplicas: 7
+work:
+  partitions: 0
+"""
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        yaml.safe_load(BAD_VALUES),
+        {"retention": {"batchesDays": 3}},
+        {"metrics": {"port": 0}},
+        {"nats": {"servers": ["http://nats:4222"]}},
+        {"engines": {"local": {"weights": {"source": "s3"}}}},
+        {"replicas": 3},
+    ],
+)
+def test_values_breaking_the_schema_are_refused(chart: helm.Chart, values: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(values)
+    with pytest.raises(helm.HelmValuesError):
+        render(chart, values)
+
+
+def test_a_values_file_breaking_the_schema_fails_lint(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD_VALUES)
+    report = helm.lint(CHART, yaml.safe_load(path.read_text()), strict=True)
+    assert any("streamReplicas" in error or "partitions" in error for error in report["errors"])
+
+
+def leaf_paths(values: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from leaf_paths(value, f"{path}.")
+        else:
+            yield path
+
+
+def test_every_value_is_documented(chart: helm.Chart) -> None:
+    documented = set(
+        re.findall(r"^## @param (\S+) ", (CHART / "values.yaml").read_text(), re.MULTILINE)
+    )
+    missing = [
+        path
+        for path in leaf_paths(chart.values)
+        if not any(path == d or path.startswith(f"{d}.") for d in documented)
+    ]
+    assert missing == []
+    leaves = list(leaf_paths(chart.values))
+    unknown = [d for d in documented if not any(p == d or p.startswith(f"{d}.") for p in leaves)]
+    assert unknown == []
+
+
+def test_helm_create_layout() -> None:
+    for name in (
+        "Chart.yaml", "values.yaml", "values.schema.json", "README.md", ".helmignore",
+        "templates/_helpers.tpl", "templates/NOTES.txt", "templates/deployment.yaml",
+        "templates/hpa.yaml", "templates/service.yaml", "templates/serviceaccount.yaml",
+        "templates/tests/test-quote.yaml",
+    ):  # fmt: skip
+        assert (CHART / name).is_file(), name
