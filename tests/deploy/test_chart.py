@@ -288,10 +288,10 @@ def test_keda_triggers_are_the_provisioned_work_consumers(
 
 
 def settings_variables() -> set[str]:
-    """Every environment variable settings.py reads."""
+    """Every environment variable settings.py and engine_settings.py read."""
     getter = r'env\.(?:text|integer|number|flag|items|file|dir|required)\(\s*"([A-Z0-9_]+)"'
     helper = r'\w+\(env, "([A-Z0-9_]+)"'  # _https_url(env, "HF_ENDPOINT", ...)
-    source = SETTINGS_PY.read_text()
+    source = SETTINGS_PY.read_text() + SETTINGS_PY.with_name("engine_settings.py").read_text()
     return set(re.findall(getter, source)) | set(re.findall(helper, source))
 
 
