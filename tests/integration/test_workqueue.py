@@ -2,6 +2,7 @@
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -50,6 +51,7 @@ class Recorder:
     attempts: list[tuple[str, int, bool]] = dataclasses.field(default_factory=list)
     given_up: list[tuple[str, FailCode]] = dataclasses.field(default_factory=list)
     finished: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     expect: int = 0
 
     async def process(self, delivery: Delivery) -> None:
@@ -67,6 +69,7 @@ class Recorder:
         self._check()
 
     def _check(self) -> None:
+        self.changed.set()
         if len(self.done) + len(self.given_up) >= self.expect:
             self.finished.set()
 
@@ -90,6 +93,14 @@ async def run_queue(
     )
     await runner.start()
     return runner
+
+
+async def until(recorder: Recorder, condition: Callable[[], bool], timeout_s: float = 20) -> None:
+    """Wait until `condition` holds, re-checking whenever the recorder saw an item end."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            recorder.changed.clear()
+            await recorder.changed.wait()
 
 
 async def stream_is_empty(nc: Client, settings: NatsSettings) -> bool:
@@ -128,14 +139,17 @@ async def test_interactive_lane_goes_before_a_bulk_backlog(
     recorder = Recorder(delay_s=0.05, expect=31)
     runner = await run_queue(nc, settings, recorder)
     try:
-        await asyncio.sleep(0.3)
+        await until(recorder, lambda: len(recorder.done) >= 3)  # the bulk backlog is being served
+        before = len(recorder.done)
         single = item("bob", 0, Lane.INTERACTIVE, batch="single")
         await JetStreamWorkQueue(js, settings).enqueue(single)
         await asyncio.wait_for(recorder.finished.wait(), 30)
     finally:
         await runner.stop()
     position = recorder.done.index("single-bob-0")
-    assert position < 12, recorder.done  # about 0.3 s of alice's items, plus prefetch
+    # the item in the one slot, the one fetched ahead, and a couple more (50 ms each) while
+    # the interactive feed's fetch returns on a busy machine; without priority it is ~30
+    assert position <= before + 4, (before, recorder.done)
 
 
 @pytest.mark.usefixtures("provisioned")
