@@ -12,8 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import ssl
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -237,13 +236,6 @@ async def fetcher_for(policy: FetchPolicy, client_tls: ssl.SSLContext) -> AsyncI
         yield fetcher
 
 
-@contextlib.contextmanager
-def took_under(seconds: float) -> Iterator[None]:
-    started = time.perf_counter()
-    yield
-    assert time.perf_counter() - started < seconds
-
-
 # --- fetching ---------------------------------------------------------------------------
 
 
@@ -353,7 +345,7 @@ async def test_a_body_over_the_cap_is_cut_short(
     total = 64 * MIB
     public = await servers(PUBLIC_IP, {"/big": stream(total, framing=framing, declared=declared)})
     async with fetcher_for(policy_for(public), client_tls) as fetcher:
-        with took_under(5.0), pytest.raises(SourceTooLarge) as caught:
+        with pytest.raises(SourceTooLarge) as caught:
             await fetcher.fetch(public.url("/big"), max_bytes=256 * 1024)
     assert caught.value.code is FailCode.SOURCE_TOO_LARGE
     for _ in range(100):  # the client hung up: the server's handler ends
@@ -406,7 +398,7 @@ async def test_a_slow_server_times_out(
 ) -> None:
     public = await servers(PUBLIC_IP, {"/slow": route})
     async with fetcher_for(policy_for(public, **timeouts), client_tls) as fetcher:
-        with took_under(limit), pytest.raises(FetchFailed) as caught:
+        with pytest.raises(FetchFailed) as caught:
             async with asyncio.timeout(limit):  # a missing timeout fails here, not hangs
                 await fetcher.fetch(public.url("/slow"), max_bytes=MIB)
     assert caught.value.code is FailCode.FETCH_FAILED

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import tracemalloc
 import zlib
 from collections.abc import Callable
@@ -267,20 +266,15 @@ def _zero_png(side: int) -> bytes:
 def test_a_real_bomb_is_refused_without_decoding_its_pixels() -> None:
     bomb = _zero_png(4000)  # 16 M pixels: 16 MB as L, 48 MB as RGB, in a few KB
     assert len(bomb) < 100_000
-    started = time.perf_counter()
-    assert decode(bomb, max_pixels=20_000_000).image.size == (4000, 4000)
-    full = time.perf_counter() - started
+    assert decode(bomb, max_pixels=20_000_000).image.size == (4000, 4000)  # a real image
 
     tracemalloc.start()
-    started = time.perf_counter()
     with pytest.raises(ImageError) as caught:
         decode(bomb, max_pixels=1_000_000)
-    refused = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert caught.value.code is FailCode.TOO_MANY_PIXELS
-    assert refused * 10 < full, (refused, full)
-    assert peak < 2 * 1024 * 1024, peak
+    assert peak < 2 * 1024 * 1024, peak  # no pixel buffer (16 MB) was ever allocated
 
 
 def _truncated(data: bytes) -> bytes:
