@@ -156,4 +156,7 @@ def create_app(
         await broker.connection.flush(timeout=READY_FLUSH_TIMEOUT_S)
         log.info("lumiku-bgremover ready (role %s)", settings.role)
 
-    return FastStream(broker, lifespan=lifespan, context=context, after_startup=[announce])
+    return FastStream(
+        broker, lifespan=lifespan, context=context, after_startup=[announce],
+        logger=logging.getLogger(messaging.BROKER_LOGGER),
+    )  # fmt: skip

@@ -35,6 +35,8 @@ __all__ = [
 
 #: The ids a line may carry as fields.
 ID_FIELDS: Final = ("request_id", "batch_id", "item_id", "user_id")
+#: What FastStream's access lines say of their message (its `extra`), kept as fields too.
+MESSAGE_FIELDS: Final = ("subject", "stream", "message_id")
 #: Longest message kept (anything longer is cut: no bodies or image bytes in logs).
 MAX_MESSAGE_CHARS: Final = 2000
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -77,7 +79,7 @@ def redact(text: str) -> str:
 
 def _ids_of(record: logging.LogRecord) -> dict[str, str]:
     ids = dict(current_ids())
-    for name in ID_FIELDS:
+    for name in (*ID_FIELDS, *MESSAGE_FIELDS):
         value = record.__dict__.get(name)
         if isinstance(value, str) and value:
             ids[name] = value
