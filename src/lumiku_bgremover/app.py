@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,6 +11,7 @@ import asyncpg
 from faststream import ContextRepo, FastStream
 from faststream.nats import NatsBroker
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from lumiku_bgremover import db, messaging
@@ -17,6 +19,7 @@ from lumiku_bgremover.handlers.admin import register_admin_handlers
 from lumiku_bgremover.handlers.quotes import register_quote_handler
 from lumiku_bgremover.handlers.requests import register_request_handlers
 from lumiku_bgremover.observability import METRICS_KEY, Metrics, observe
+from lumiku_bgremover.observability.tracing import Tracing
 from lumiku_bgremover.pipeline.runtime import PIPELINE_KEY, run_pipeline
 from lumiku_bgremover.provisioning import provision_streams
 from lumiku_bgremover.services import SERVICES_KEY, Clock, Services, utc_now
@@ -85,40 +88,61 @@ async def open_services(settings: Settings, *, clock: Clock = utc_now) -> AsyncI
 
 
 def register_handlers(broker: NatsBroker, settings: Settings) -> None:
-    """Subscribe every handler; the admin subjects only when enabled."""
+    """Subscribe every handler of the role; the admin subjects only when enabled.
+
+    A worker (`ROLE=worker`) subscribes nothing here: it serves the work queue only.
+    """
+    if not settings.role.serves_requests:
+        return
     register_quote_handler(broker, settings)
     register_request_handlers(broker, settings)
     if register_admin_handlers(broker, settings):
         log.warning("admin subjects are enabled (ADMIN_SUBJECTS_ENABLED)")
 
 
-def instrument(broker: NatsBroker, settings: Settings) -> Metrics:
-    """Our metrics on a fresh registry, with FastStream's subscriber metrics when served."""
+def instrument(
+    broker: NatsBroker, settings: Settings, tracer_provider: TracerProvider | None = None
+) -> Metrics:
+    """Our metrics on a fresh registry, with FastStream's subscriber metrics when served,
+    and FastStream's subscriber spans (continuing a caller's `traceparent`) when the
+    `otel` extra is installed."""
     metrics = Metrics(CollectorRegistry())
     if settings.observability.metrics_port:
         broker.add_middleware(
             NatsPrometheusMiddleware(registry=metrics.registry, app_name=messaging.CLIENT_NAME)
         )
+    if importlib.util.find_spec("opentelemetry.semconv") is not None:
+        from faststream.nats.opentelemetry import NatsTelemetryMiddleware  # noqa: PLC0415
+
+        broker.add_middleware(NatsTelemetryMiddleware(tracer_provider=tracer_provider))
     return metrics
 
 
 def create_app(
-    settings: Settings, broker: NatsBroker | None = None, *, clock: Clock = utc_now
+    settings: Settings,
+    broker: NatsBroker | None = None,
+    *,
+    clock: Clock = utc_now,
+    tracer_provider: TracerProvider | None = None,
 ) -> FastStream:
-    """The service: a broker with its handlers, and a lifespan that owns the adapters.
+    """The service: a broker with the handlers of its role, and a lifespan that owns the
+    adapters (the work queue runs only in the `worker` and `all` roles).
 
-    `clock` is the time source handlers price and count quota with (tests pin it).
+    `clock` is the time source handlers price and count quota with (tests pin it);
+    spans go to `tracer_provider` (the global OpenTelemetry provider when None).
     """
     broker = broker or messaging.build_broker(settings.nats)
     register_handlers(broker, settings)
     context = ContextRepo()
-    metrics = instrument(broker, settings)
+    metrics = instrument(broker, settings, tracer_provider)
+    tracing = Tracing(tracer_provider)
+    work = settings.role.works
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         async with (
             open_services(settings, clock=clock) as services,
-            run_pipeline(services) as pipeline,
+            run_pipeline(services, metrics=metrics, tracing=tracing, work=work) as pipeline,
             observe(services, metrics, broker.ping),
         ):
             context.set_global(SERVICES_KEY, services)
@@ -130,6 +154,9 @@ def create_app(
         # A round trip to the server: every subscription is registered once it returns,
         # so a request sent after "ready" finds its responder (no NoRespondersError).
         await broker.connection.flush(timeout=READY_FLUSH_TIMEOUT_S)
-        log.info("lumiku-bgremover ready")
+        log.info("lumiku-bgremover ready (role %s)", settings.role)
 
-    return FastStream(broker, lifespan=lifespan, context=context, after_startup=[announce])
+    return FastStream(
+        broker, lifespan=lifespan, context=context, after_startup=[announce],
+        logger=logging.getLogger(messaging.BROKER_LOGGER),
+    )  # fmt: skip

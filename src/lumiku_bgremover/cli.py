@@ -25,6 +25,7 @@ from lumiku_bgremover.devtools import demo as demo_cmd
 from lumiku_bgremover.devtools import dev as dev_cmd
 from lumiku_bgremover.engines.base import EngineError
 from lumiku_bgremover.envparse import SettingsError
+from lumiku_bgremover.observability.logs import configure_logging
 from lumiku_bgremover.settings import Settings
 from lumiku_bgremover.storage import build_object_store
 from lumiku_bgremover.storage.lifecycle import expiry_rules
@@ -139,9 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+        configure_logging(settings.log_level, settings.log_format)
         return asyncio.run(COMMANDS[args.command][0](settings, args))
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any
 
@@ -15,6 +16,9 @@ from nats.aio.client import Client
 from lumiku_bgremover.settings import NatsSettings
 
 CLIENT_NAME = "lumiku-bgremover"
+#: FastStream's service and access lines go through this logger, so they take the
+#: service's log format (FastStream's own loggers write coloured text to stdout).
+BROKER_LOGGER = "lumiku_bgremover.faststream"
 #: Seconds a stopping broker waits for in-flight handlers before giving up on them.
 GRACEFUL_TIMEOUT_S = 30.0
 
@@ -72,4 +76,5 @@ def build_broker(settings: NatsSettings) -> NatsBroker:
         serializer=MsgSpecSerializer(),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         graceful_timeout=GRACEFUL_TIMEOUT_S,
+        logger=logging.getLogger(BROKER_LOGGER),
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -29,11 +31,13 @@ __all__ = [
     "DatabaseSettings",
     "EngineSettings",
     "Limits",
+    "LogFormat",
     "NatsSettings",
     "ObservabilitySettings",
     "ProviderModel",
     "Resilience",
     "RetentionSettings",
+    "Role",
     "Route",
     "S3Settings",
     "Settings",
@@ -42,6 +46,31 @@ __all__ = [
 ]
 
 MIB = 1024 * 1024
+
+
+class Role(enum.StrEnum):
+    """What one process serves, so workers and the request side scale apart (`ROLE`)."""
+
+    ALL = "all"  #: everything (one Deployment, the embedded stack, tests)
+    WORKER = "worker"  #: the work queue and its dead letters
+    API = "api"  #: intake, cancels, quotes, batch status and the admin subjects
+
+    @property
+    def works(self) -> bool:
+        """Runs the work queue and the dead-letter mover."""
+        return self is not Role.API
+
+    @property
+    def serves_requests(self) -> bool:
+        """Subscribes the request stream and the request-reply subjects."""
+        return self is not Role.WORKER
+
+
+class LogFormat(enum.StrEnum):
+    """How log lines are written (`LOG_FORMAT`)."""
+
+    TEXT = "text"  #: one human-readable line
+    JSON = "json"  #: one JSON object a line, with batch, item and user ids as fields
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,6 +187,8 @@ class Settings:
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Jakarta"))
     admin_subjects_enabled: bool = False
     log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
+    role: Role = Role.ALL
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
 
@@ -174,6 +205,8 @@ class Settings:
             timezone=_timezone(env),
             admin_subjects_enabled=env.flag("ADMIN_SUBJECTS_ENABLED", default=False),
             log_level=_log_level(env),
+            log_format=_choice(env, "LOG_FORMAT", LogFormat, LogFormat.TEXT),
+            role=_choice(env, "ROLE", Role, Role.ALL),
             observability=_observability(env),
             retention=_retention(env),
         )
@@ -316,6 +349,18 @@ def _log_level(env: Env) -> str:
     if level not in _LOG_LEVELS:
         raise SettingsError("LOG_LEVEL", f"expected one of {sorted(_LOG_LEVELS)}, got {level!r}")
     return level
+
+
+_Choice = TypeVar("_Choice", bound=enum.StrEnum)
+
+
+def _choice(env: Env, variable: str, kind: type[_Choice], default: _Choice) -> _Choice:
+    raw = (env.text(variable, default.value) or default.value).lower()
+    try:
+        return kind(raw)
+    except ValueError:
+        names = ", ".join(member.value for member in kind)
+        raise SettingsError(variable, f"expected one of {names}, got {raw!r}") from None
 
 
 def _observability(env: Env) -> ObservabilitySettings:

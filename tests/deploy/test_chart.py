@@ -136,8 +136,12 @@ def test_every_manifest_is_valid_kubernetes(chart: helm.Chart, profile: str) -> 
     assert unchecked <= CRD_KINDS
 
 
+WORKER, API = "rel-lumiku-bgremover-worker", "rel-lumiku-bgremover-api"
+ROLES = {WORKER: "worker", API: "api"}
+
+
 def test_a_broken_manifest_would_be_caught(chart: helm.Chart) -> None:
-    deployment = one(render(chart, {}), "Deployment")
+    deployment = one(render(chart, {}), "Deployment", WORKER)
     deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "x"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
@@ -164,9 +168,10 @@ def test_every_pod_runs_locked_down(chart: helm.Chart, profile: str) -> None:
             assert {"/tmp", "/models"} <= mounts  # HOME, TMPDIR, MODEL_CACHE_DIR writable
 
 
-def test_probes_hit_the_health_endpoints(chart: helm.Chart) -> None:
+@pytest.mark.parametrize("name", sorted(ROLES))
+def test_probes_hit_the_health_endpoints(chart: helm.Chart, name: str) -> None:
     docs = render(chart, {"metrics": {"port": 9191}})
-    [service] = pod_spec(one(docs, "Deployment"))["containers"]
+    [service] = pod_spec(one(docs, "Deployment", name))["containers"]
     assert service["ports"] == [{"name": "metrics", "containerPort": 9191, "protocol": "TCP"}]
     paths = {
         probe: (service[probe]["httpGet"]["path"], service[probe]["httpGet"]["port"])
@@ -180,21 +185,60 @@ def test_probes_hit_the_health_endpoints(chart: helm.Chart) -> None:
     assert config_data(docs)["METRICS_PORT"] == "9191"
 
 
-def test_resources_spread_and_disruption_budget(chart: helm.Chart) -> None:
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_one_deployment_per_role(chart: helm.Chart, profile: str) -> None:
+    docs = render(chart, PROFILES[profile] | {"extraEnvVars": [{"name": "X", "value": "1"}]})
+    assert {d["metadata"]["name"] for d in of_kind(docs, "Deployment")} == set(ROLES)
+    selectors = []
+    for name, role in ROLES.items():
+        deployment = one(docs, "Deployment", name)
+        [container] = pod_spec(deployment)["containers"]
+        assert container["env"] == [{"name": "ROLE", "value": role}, {"name": "X", "value": "1"}]
+        assert container["args"] == ["run"]
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector["app.kubernetes.io/component"] == role
+        assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        selectors.append(selector)
+    assert selectors[0] != selectors[1]  # neither Deployment adopts the other's pods
+    assert config_data(docs)["LOG_FORMAT"] == "json"
+    assert "ROLE" not in config_data(docs)  # the one setting that differs lives on the pod
+    service = one(docs, "Service")["spec"]["selector"]
+    for name in ROLES:  # the metrics Service reaches the pods of both roles
+        labels = pod_spec_labels(one(docs, "Deployment", name))
+        assert service.items() <= labels.items()
+
+
+def pod_spec_labels(doc: dict[str, Any]) -> dict[str, str]:
+    return doc["spec"]["template"]["metadata"]["labels"]
+
+
+def test_only_workers_mount_the_local_engine_weights(chart: helm.Chart) -> None:
+    docs = render(chart, LOCAL_ENGINE)
+    assert "initContainers" in pod_spec(one(docs, "Deployment", WORKER))
+    api = pod_spec(one(docs, "Deployment", API))
+    assert "initContainers" not in api
+    assert api["containers"][0]["resources"] == chart.values["api"]["resources"]
+
+
+@pytest.mark.parametrize("name", sorted(ROLES))
+def test_resources_spread_and_disruption_budget(chart: helm.Chart, name: str) -> None:
     docs = render(chart, {})
-    spec = pod_spec(one(docs, "Deployment"))
+    deployment = one(docs, "Deployment", name)
+    spec = pod_spec(deployment)
     assert spec["containers"][0]["resources"]["requests"]["cpu"]
     keys = [c["topologyKey"] for c in spec["topologySpreadConstraints"]]
     assert keys == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
-    pdb = one(docs, "PodDisruptionBudget")
-    assert (
-        pdb["spec"]["selector"]["matchLabels"]
-        == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert all(
+        c["labelSelector"]["matchLabels"] == selector for c in spec["topologySpreadConstraints"]
     )
+    pdb = one(docs, "PodDisruptionBudget", name)
+    assert pdb["spec"]["selector"]["matchLabels"] == selector
 
 
-def test_grace_period_outlasts_an_engine_call(chart: helm.Chart) -> None:
-    spec = pod_spec(one(render(chart, {}), "Deployment"))
+@pytest.mark.parametrize("name", sorted(ROLES))
+def test_grace_period_outlasts_an_engine_call(chart: helm.Chart, name: str) -> None:
+    spec = pod_spec(one(render(chart, {}), "Deployment", name))
     assert spec["terminationGracePeriodSeconds"] > chart.values["engines"]["timeoutS"]
     with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds"):
         render(chart, {"terminationGracePeriodSeconds": 60, "engines": {"timeoutS": 60}})
@@ -244,17 +288,45 @@ def test_cleanup_cronjob(chart: helm.Chart) -> None:
 # --- scaling ------------------------------------------------------------------------------------
 
 
+API_HPA = {"api": {"autoscaling": {"enabled": True}}}
+
+
 @pytest.mark.parametrize(
-    ("profile", "replicas", "hpa", "scaled_object"),
-    [("default", True, 0, 0), ("hpa", False, 1, 0), ("keda", False, 0, 1)],
+    ("values", "replicas", "hpas", "scaled_object"),
+    [
+        ({}, {WORKER: 2, API: 2}, set(), False),
+        (PROFILES["hpa"], {API: 2}, {WORKER}, False),
+        (PROFILES["keda"], {API: 2}, set(), True),
+        (API_HPA, {WORKER: 2}, {API}, False),
+        (PROFILES["keda"] | API_HPA, {}, {API}, True),
+        (PROFILES["hpa"] | API_HPA | {"replicaCount": 5}, {}, {WORKER, API}, False),
+        ({"replicaCount": 5, "api": {"replicaCount": 3}}, {WORKER: 5, API: 3}, set(), False),
+    ],
 )
 def test_hpa_and_keda_are_exclusive_and_own_replicas(
-    chart: helm.Chart, profile: str, replicas: bool, hpa: int, scaled_object: int
+    chart: helm.Chart,
+    values: dict[str, Any],
+    replicas: dict[str, int],
+    hpas: set[str],
+    scaled_object: bool,
 ) -> None:
-    docs = render(chart, PROFILES[profile])
-    assert ("replicas" in one(docs, "Deployment")["spec"]) is replicas
-    assert len(of_kind(docs, "HorizontalPodAutoscaler")) == hpa
-    assert len(of_kind(docs, "ScaledObject")) == scaled_object
+    docs = render(chart, values)
+    rendered = {
+        d["metadata"]["name"]: d["spec"]["replicas"]
+        for d in of_kind(docs, "Deployment")
+        if "replicas" in d["spec"]
+    }
+    assert rendered == replicas
+    targets = {
+        h["spec"]["scaleTargetRef"]["name"] for h in of_kind(docs, "HorizontalPodAutoscaler")
+    }
+    assert targets == hpas
+    assert {h["metadata"]["name"] for h in of_kind(docs, "HorizontalPodAutoscaler")} == hpas
+    objects = of_kind(docs, "ScaledObject")
+    assert len(objects) == int(scaled_object)
+    for scaled in objects:  # KEDA drives the workers only
+        assert scaled["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1", "kind": "Deployment", "name": WORKER}  # fmt: skip
 
 
 def test_hpa_and_keda_together_are_refused(chart: helm.Chart) -> None:
@@ -346,13 +418,13 @@ def test_existing_secret_and_nats_files(chart: helm.Chart) -> None:
 
 
 def test_local_engine_weights_from_the_image_or_a_claim(chart: helm.Chart) -> None:
-    spec = pod_spec(one(render(chart, LOCAL_ENGINE), "Deployment"))
+    spec = pod_spec(one(render(chart, LOCAL_ENGINE), "Deployment", WORKER))
     [copy] = spec["initContainers"]
     assert copy["command"] == ["cp", "-a", "/opt/lumiku/models/.", "/models/"]
     assert "emptyDir" in {v["name"]: v for v in spec["volumes"]}["models"]
     weights = {"source": "volume", "existingClaim": "weights"}
     claim = {"engines": {"local": {"enabled": True, "weights": weights}}}
-    spec = pod_spec(one(render(chart, claim), "Deployment"))
+    spec = pod_spec(one(render(chart, claim), "Deployment", WORKER))
     assert "initContainers" not in spec
     models = {v["name"]: v for v in spec["volumes"]}["models"]
     assert models["persistentVolumeClaim"] == {"claimName": "weights", "readOnly": True}
@@ -391,6 +463,9 @@ work:
         {"nats": {"servers": ["http://nats:4222"]}},
         {"engines": {"local": {"weights": {"source": "s3"}}}},
         {"replicas": 3},
+        {"config": {"logFormat": "xml"}},
+        {"api": {"replicaCount": 0}},
+        {"api": {"role": "worker"}},
     ],
 )
 def test_values_breaking_the_schema_are_refused(chart: helm.Chart, values: dict[str, Any]) -> None:
@@ -435,6 +510,7 @@ def test_helm_create_layout() -> None:
     for name in (
         "Chart.yaml", "values.yaml", "values.schema.json", "README.md", ".helmignore",
         "templates/_helpers.tpl", "templates/NOTES.txt", "templates/deployment.yaml",
+        "templates/deployment-api.yaml", "templates/_deployment.tpl",
         "templates/hpa.yaml", "templates/service.yaml", "templates/serviceaccount.yaml",
         "templates/tests/test-quote.yaml",
     ):  # fmt: skip

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import nats
 import nats.aio.client
@@ -102,10 +103,12 @@ async def wait_until_answering(settings: Settings) -> None:
 
 
 @asynccontextmanager
-async def running_app(settings: Settings, clock: Clock | None = None) -> AsyncIterator[None]:
+async def running_app(
+    settings: Settings, clock: Clock | None = None, **options: Any
+) -> AsyncIterator[None]:
     """The real app (lifespan, provisioning, handlers) connected to real servers,
-    answering on the quote subject before this yields."""
-    app = create_app(settings, clock=clock or pinned_clock())
+    answering on the quote subject before this yields; `options` go to `create_app`."""
+    app = create_app(settings, clock=clock or pinned_clock(), **options)
     async with TestApp(app):
         await wait_until_answering(settings)
         yield

@@ -9,6 +9,7 @@ import pytest
 from lumiku_bgremover.contracts import subjects
 from lumiku_bgremover.contracts.common import BatchStatus
 from lumiku_bgremover.db import batches as repo
+from lumiku_bgremover.observability.recorder import InMemoryMetrics
 from lumiku_bgremover.pipeline.completion import Finalizer, final_status, refund_owed
 from lumiku_bgremover.pipeline.events import InMemoryPublisher
 from tests.unit.rows import T0, batch
@@ -22,6 +23,7 @@ def finalizer(events: InMemoryPublisher, now: list) -> Finalizer:
         clock=lambda: now[0],
         presign_ttl_s=60,
         max_entry_bytes=1,  # type: ignore[arg-type]
+        metrics=InMemoryMetrics(),
     )
 
 

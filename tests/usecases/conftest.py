@@ -15,6 +15,7 @@ from PIL import Image
 from lumiku_bgremover import billing
 from lumiku_bgremover.engines.fake import FakeEngine
 from lumiku_bgremover.engines.router import build_router
+from lumiku_bgremover.observability.recorder import InMemoryMetrics
 from lumiku_bgremover.pipeline.announce import Announcer
 from lumiku_bgremover.pipeline.completion import Finalizer
 from lumiku_bgremover.pipeline.events import InMemoryPublisher
@@ -50,6 +51,7 @@ class Wired:
     finalizer: Finalizer
     processor: ItemProcessor
     announcer: Announcer
+    metrics: InMemoryMetrics
 
     async def upload(self, user: str, name: str, data: bytes) -> dict[str, str]:
         key = f"originals/{user}/{name}"
@@ -80,6 +82,7 @@ def wire(
     events: InMemoryPublisher | None = None,
 ) -> Wired:  # fmt: skip
     clock = pinned_clock()
+    metrics = InMemoryMetrics()
     store = LocalObjectStore(root, BUCKET)
     loader = SourceLoader(store, UrlFetcher(), max_bytes=LIMITS.max_image_bytes)
     events = events or InMemoryPublisher()
@@ -87,14 +90,14 @@ def wire(
     announcer = Announcer(events, clock=clock)
     router = build_router(EngineSettings(routes=dict(FAKE_ROUTES)), fake=engine or FakeEngine())
     finalizer = Finalizer(pool, store, events, clock=clock, presign_ttl_s=600,
-                          max_entry_bytes=LIMITS.max_image_bytes)  # fmt: skip
+                          max_entry_bytes=LIMITS.max_image_bytes, metrics=metrics)  # fmt: skip
     processor = ItemProcessor(
         pool, store, loader, router, events=events, finalizer=finalizer, clock=clock,
-        max_pixels=LIMITS.max_image_pixels, presign_ttl_s=600,
+        max_pixels=LIMITS.max_image_pixels, presign_ttl_s=600, metrics=metrics,
     )  # fmt: skip
     intake = Intake(pool, loader, announcer, queue, limits=LIMITS, clock=clock,
-                    timezone=ZoneInfo("Asia/Jakarta"))  # fmt: skip
-    return Wired(pool, store, events, queue, intake, finalizer, processor, announcer)
+                    timezone=ZoneInfo("Asia/Jakarta"), metrics=metrics)  # fmt: skip
+    return Wired(pool, store, events, queue, intake, finalizer, processor, announcer, metrics)
 
 
 @pytest_asyncio.fixture

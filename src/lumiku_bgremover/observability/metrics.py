@@ -30,8 +30,8 @@ class Metrics:
         self.registry = registry
         ns = NAMESPACE
         self.items = Counter(
-            "items", "Images finished, by tier, engine and outcome (done, failed, cancelled).",
-            ["tier", "engine", "outcome"], namespace=ns, registry=registry,
+            "items", "Images finished, by tier, engine, outcome and failure code.",
+            ["tier", "engine", "outcome", "code"], namespace=ns, registry=registry,
         )  # fmt: skip
         self.engine_latency = Histogram(
             "engine_latency_seconds", "Time of one engine call (matte of one image).",
@@ -58,21 +58,23 @@ class Metrics:
             namespace=ns, registry=registry,
         )  # fmt: skip
 
-    def item_finished(self, tier: str, engine: str, outcome: str) -> None:
-        """Count one image reaching `outcome` (done, failed or cancelled)."""
-        self.items.labels(tier=tier, engine=engine, outcome=outcome).inc()
+    def item_finished(self, tier: str, engine: str, outcome: str, code: str = "") -> None:
+        """Count one image reaching `outcome` (done, failed with `code`, or cancelled)."""
+        self.items.labels(tier=tier, engine=engine, outcome=outcome, code=code).inc()
 
     def engine_call(self, engine: str, model: str, seconds: float) -> None:
         """Record the duration of one engine call."""
         self.engine_latency.labels(engine=engine, model=model).observe(seconds)
 
     def charged(self, tier: str, amount: int) -> None:
-        """Count credits charged for a batch or single image."""
-        self.credits_charged.labels(tier=tier).inc(amount)
+        """Count credits charged for a batch or single image (0 is not counted)."""
+        if amount > 0:
+            self.credits_charged.labels(tier=tier).inc(amount)
 
     def refunded(self, tier: str, amount: int) -> None:
-        """Count credits given back for failed or cancelled images."""
-        self.credits_refunded.labels(tier=tier).inc(amount)
+        """Count credits given back for failed or cancelled images (0 is not counted)."""
+        if amount > 0:
+            self.credits_refunded.labels(tier=tier).inc(amount)
 
     def batch_finished(self, tier: str, seconds: float) -> None:
         """Record how long a batch took from acceptance to completion."""

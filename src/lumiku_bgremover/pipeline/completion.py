@@ -23,6 +23,9 @@ from lumiku_bgremover.contracts import BatchCompleted, BatchProgress, ObjectRef,
 from lumiku_bgremover.contracts.common import BatchStatus, RequestMode
 from lumiku_bgremover.contracts.outbound import final_status as status_of_counts
 from lumiku_bgremover.db import batches as repo
+from lumiku_bgremover.observability.logs import log_ids
+from lumiku_bgremover.observability.recorder import PipelineMetrics, batch_seconds
+from lumiku_bgremover.observability.tracing import Tracing
 from lumiku_bgremover.pipeline.events import Publisher
 from lumiku_bgremover.services import Clock
 from lumiku_bgremover.storage import ObjectStore
@@ -98,8 +101,11 @@ class Finalizer:
         clock: Clock,
         presign_ttl_s: int,
         max_entry_bytes: int,
+        metrics: PipelineMetrics,
+        tracing: Tracing | None = None,
     ) -> None:
         self._pool, self._store, self._events, self._clock = pool, store, events, clock
+        self.metrics, self._tracing = metrics, tracing or Tracing()
         self._ttl, self._max_entry = presign_ttl_s, max_entry_bytes
         self._last_progress: dict[str, datetime] = {}
 
@@ -134,6 +140,13 @@ class Finalizer:
 
     async def finalize(self, batch_id: str) -> bool:
         """Finish the batch if all its items ended; True when this call made it final."""
+        with (
+            self._tracing.span("bgremove.completion", ids={"batch_id": batch_id}),
+            log_ids(batch_id=batch_id),
+        ):
+            return await self._finalize(batch_id)
+
+    async def _finalize(self, batch_id: str) -> bool:
         async with self._pool.acquire() as conn:
             batch = await repo.begin_finalizing(conn, batch_id)
             if batch is None:
@@ -149,7 +162,9 @@ class Finalizer:
     async def _settle(self, batch: repo.Batch) -> bool:
         archive = await self._archive(batch)
         async with self._pool.acquire() as conn:
-            await refund_ended(conn, batch)
+            refunded = await refund_ended(conn, batch)
+            if refunded:
+                self.metrics.refunded(batch.tier.value, refunded)
             if (
                 batch.mode is RequestMode.SINGLE
                 and batch.quota_key
@@ -161,6 +176,9 @@ class Finalizer:
                 archive=(archive.bucket, archive.key) if archive else None,
             )  # fmt: skip
         if done is not None:
+            seconds = batch_seconds(done.created_at, done.completed_at)
+            if seconds is not None:
+                self.metrics.batch_finished(done.tier.value, seconds)
             log.info("batch %s %s: %d ok, %d failed, %d cancelled", done.id, done.status,
                      done.succeeded, done.failed, done.cancelled)  # fmt: skip
         return done is not None

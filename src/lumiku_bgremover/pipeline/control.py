@@ -24,6 +24,7 @@ from lumiku_bgremover.contracts import (
 )
 from lumiku_bgremover.contracts.codec import Identity, decode, peek_identity
 from lumiku_bgremover.db import batches as repo
+from lumiku_bgremover.observability.recorder import CANCELLED, NO_ENGINE
 from lumiku_bgremover.pipeline.announce import Announcer
 from lumiku_bgremover.pipeline.completion import Finalizer, refund_ended
 
@@ -87,10 +88,13 @@ async def cancel_batch(pool: asyncpg.Pool, finalizer: Finalizer, request: BatchC
     async with pool.acquire() as conn:
         await owned_batch(conn, request.batch_id, request.user_id)
         cancelled, batch = await repo.cancel_pending(conn, request.batch_id)
-        if batch is not None and cancelled:
-            await refund_ended(conn, batch)
+        refunded = await refund_ended(conn, batch) if batch is not None and cancelled else 0
     if batch is None:
         raise not_found(request.batch_id)
+    for _ in cancelled:
+        finalizer.metrics.item_finished(batch.tier.value, NO_ENGINE, CANCELLED)
+    if refunded:
+        finalizer.metrics.refunded(batch.tier.value, refunded)
     reason = refusal(batch, len(cancelled))
     if reason is None:
         log.info("batch %s: %d pending items cancelled", batch.id, len(cancelled))

@@ -1,8 +1,8 @@
 """Publishing outbound events: a `Publisher` Protocol, JetStream and in-memory implementations.
 
-The JetStream one sets the CloudEvents headers and `Nats-Msg-Id`, and awaits the
-PubAck; the in-memory one keeps what was published (de-duplicated by event id,
-as JetStream does inside its window) for tests of the use cases.
+The JetStream one sets the CloudEvents headers, `Nats-Msg-Id` and the publishing
+span's `traceparent`, and awaits the PubAck; the in-memory one keeps what was published
+(de-duplicated by event id, as JetStream does inside its window) for tests of the use cases.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from lumiku_bgremover.contracts import subjects
 from lumiku_bgremover.contracts.cloudevents import DEFAULT_SOURCE, event_headers, stable_event_id
 from lumiku_bgremover.contracts.codec import encode
+from lumiku_bgremover.observability.tracing import Tracing
 from lumiku_bgremover.provisioning import StreamNames
 from lumiku_bgremover.services import Clock, utc_now
 from lumiku_bgremover.settings import NatsSettings
@@ -37,9 +38,15 @@ class EventPublisher:
     """Publishes events to the events stream; the same `key` gives the same event id."""
 
     def __init__(
-        self, js: JetStreamContext, settings: NatsSettings, *, clock: Clock = utc_now
+        self,
+        js: JetStreamContext,
+        settings: NatsSettings,
+        *,
+        clock: Clock = utc_now,
+        tracing: Tracing | None = None,
     ) -> None:
         self._js, self._settings, self._clock = js, settings, clock
+        self._tracing = tracing or Tracing()
         self._stream = StreamNames.of(settings).events
 
     async def publish(self, subject: str, message: msgspec.Struct, *, key: str) -> str:
@@ -57,7 +64,7 @@ class EventPublisher:
             encode(message),
             timeout=self._settings.publish_timeout_s,
             stream=self._stream,
-            headers=headers,
+            headers=self._tracing.headers(headers),
         )
         return event_id
 

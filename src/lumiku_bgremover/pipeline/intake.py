@@ -36,6 +36,9 @@ from lumiku_bgremover.contracts.codec import Identity, decode, peek_identity
 from lumiku_bgremover.contracts.codes import FailCode
 from lumiku_bgremover.contracts.common import PricingType, RequestMode
 from lumiku_bgremover.db import batches as repo
+from lumiku_bgremover.observability.logs import log_ids
+from lumiku_bgremover.observability.recorder import FAILED, NO_ENGINE, PipelineMetrics
+from lumiku_bgremover.observability.tracing import Tracing
 from lumiku_bgremover.pipeline import admission
 from lumiku_bgremover.pipeline.admission import Admission, Rejection, Request, images_of
 from lumiku_bgremover.pipeline.announce import Announcer
@@ -88,9 +91,12 @@ class Intake:
         limits: Limits,
         clock: Clock,
         timezone: ZoneInfo,
+        metrics: PipelineMetrics,
+        tracing: Tracing | None = None,
     ) -> None:
         self._pool, self._loader, self._announcer, self._queue = pool, loader, announcer, queue
         self._limits, self._clock, self._tz = limits, clock, timezone
+        self._metrics, self._tracing = metrics, tracing or Tracing()
 
     async def on_batch(self, data: bytes) -> None:
         """Handle a raw `bgremove.batch.requested` body."""
@@ -108,6 +114,12 @@ class Intake:
             key = identity.request_id or hashlib.sha256(data).hexdigest()[:32]
             await self._announcer.rejected(identity, error.code, error.message, error.path, key)
             return
+        ids = {"request_id": request.request_id, "user_id": request.user_id,
+               "batch_id": batch_id_for(request.request_id)}  # fmt: skip
+        with self._tracing.span("bgremove.intake", ids=ids), log_ids(**ids):
+            await self._accept_or_reject(request)
+
+    async def _accept_or_reject(self, request: Request) -> None:
         try:
             await self.accept(request)
         except Rejection as refusal:
@@ -164,12 +176,22 @@ class Intake:
                 self._new_items(request, batch_id, admitted),
             )
             batch = await repo.get_batch(conn, batch_id)
+        assert batch is not None
         if not created:
             log.info(
                 "request %s met its batch %s created concurrently", request.request_id, batch_id
             )
-        assert batch is not None
+            return batch
+        self._record_created(batch, admitted)
         return batch
+
+    def _record_created(self, batch: repo.Batch, admitted: Admission) -> None:
+        """The charge and the images failed at intake of a batch this call created."""
+        tier = batch.tier.value
+        if batch.credits_charged:
+            self._metrics.charged(tier, batch.credits_charged)
+        for failure in admitted.failures.values():
+            self._metrics.item_finished(tier, NO_ENGINE, FAILED, failure.code.value)
 
     async def _pay(
         self, conn: billing.Conn, request: Request, batch_id: str, quote: pricing.BatchQuote

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import cast, get_args
 
 import asyncpg
+from opentelemetry.trace import SpanKind
 
 from lumiku_bgremover import imaging
 from lumiku_bgremover.contracts import ItemDone, ObjectRef, UpscalerRequested, subjects
@@ -25,6 +26,9 @@ from lumiku_bgremover.contracts.work import WorkItem
 from lumiku_bgremover.db import batches as repo
 from lumiku_bgremover.engines.base import EngineError
 from lumiku_bgremover.engines.router import EngineRouter
+from lumiku_bgremover.observability.logs import log_ids
+from lumiku_bgremover.observability.recorder import DONE, FAILED, NO_ENGINE, PipelineMetrics
+from lumiku_bgremover.observability.tracing import Tracing
 from lumiku_bgremover.pipeline.announce import Announcer
 from lumiku_bgremover.pipeline.completion import Finalizer
 from lumiku_bgremover.pipeline.events import Publisher
@@ -34,6 +38,8 @@ from lumiku_bgremover.sources import FetchFailed, SourceError, SourceLoader
 from lumiku_bgremover.storage import ObjectStore
 
 log = logging.getLogger(__name__)
+
+CONSUMER = SpanKind.CONSUMER
 
 
 class ItemFailedError(Exception):
@@ -67,14 +73,26 @@ class ItemProcessor:
         clock: Clock,
         max_pixels: int,
         presign_ttl_s: int,
+        metrics: PipelineMetrics,
+        tracing: Tracing | None = None,
     ) -> None:
         self._pool, self._store, self._loader, self._router = pool, store, loader, router
         self._events, self._finalizer, self._clock = events, finalizer, clock
+        self._metrics, self._tracing = metrics, tracing or Tracing()
         self._announcer = Announcer(events, clock=clock)
         self._max_pixels, self._ttl = max_pixels, presign_ttl_s
 
     async def process(self, delivery: Delivery) -> None:
-        """Process one delivery; raises to have it retried later."""
+        """Process one delivery (a span in the trace its message carries); raises to retry."""
+        item = delivery.item
+        ids = _ids(item)
+        with (
+            self._tracing.span("bgremove.item", parent=delivery.headers, kind=CONSUMER, ids=ids),
+            log_ids(**ids),
+        ):
+            await self._process(delivery)
+
+    async def _process(self, delivery: Delivery) -> None:
         item = delivery.item
         async with self._pool.acquire() as conn:
             claimed = await repo.claim_item(conn, item.item_id)
@@ -92,7 +110,9 @@ class ItemProcessor:
 
     async def give_up(self, item: WorkItem, *, code: FailCode, message: str) -> None:
         """Record the item as failed after its last delivery (idempotent)."""
-        await self._fail(item, code, message)
+        ids = _ids(item)
+        with self._tracing.span("bgremove.item.give_up", ids=ids), log_ids(**ids):
+            await self._fail(item, code, message)
 
     async def _produce(self, item: WorkItem) -> Produced:
         started = time.monotonic()
@@ -102,6 +122,7 @@ class ItemProcessor:
             call = await self._router.matte(item.tier, decoded.image)
         except EngineError as error:
             raise ItemFailedError(error.code, str(error), retryable=error.retryable) from error
+        self._metrics.engine_call(call.engine, call.model, call.latency_ms / 1000)
         encoded = await asyncio.to_thread(imaging.compose, decoded, call.matte, item.options)
         key = f"results/{item.user_id}/{item.batch_id}/{item.item_id}.{encoded.extension}"
         info = await self._store.put_bytes(key, encoded.data, encoded.content_type)
@@ -135,6 +156,8 @@ class ItemProcessor:
         if batch is None:  # ended meanwhile (cancelled, or given up): nothing to announce
             await self._reannounce(item)
             return
+        self._metrics.item_finished(item.tier.value, produced.result.engine, DONE)
+        log.info("item %s done", item.item_id)
         await self._announce_done(item, produced.result, produced.url)
         await self._after_end(batch)
 
@@ -144,6 +167,7 @@ class ItemProcessor:
         if batch is None:
             await self._reannounce(item)
             return
+        self._metrics.item_finished(item.tier.value, NO_ENGINE, FAILED, code.value)
         log.info("item %s failed: %s %s", item.item_id, code, message)
         await self._announce_failed(item, batch, code, message)
         await self._after_end(batch)
@@ -198,6 +222,10 @@ class ItemProcessor:
             batch, item_id=item.item_id, index=item.index, filename=item.filename,
             code=code, message=message,
         )  # fmt: skip
+
+
+def _ids(item: WorkItem) -> dict[str, str | None]:
+    return {"batch_id": item.batch_id, "item_id": item.item_id, "user_id": item.user_id}
 
 
 def _stored_result(row: repo.Item) -> repo.ItemResult:

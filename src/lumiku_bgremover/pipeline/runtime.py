@@ -12,6 +12,8 @@ from nats.aio.client import Client
 from lumiku_bgremover import messaging
 from lumiku_bgremover.engines.fake import FakeEngine
 from lumiku_bgremover.engines.router import EngineRouter, build_router, warm_up
+from lumiku_bgremover.observability.recorder import PipelineMetrics
+from lumiku_bgremover.observability.tracing import Tracing
 from lumiku_bgremover.pipeline.announce import Announcer
 from lumiku_bgremover.pipeline.completion import Finalizer
 from lumiku_bgremover.pipeline.events import EventPublisher
@@ -52,12 +54,20 @@ def presign_ttl(services: Services) -> int:
 
 
 def build_pipeline(
-    services: Services, nc: Client, router: EngineRouter, fetcher: UrlFetcher
+    services: Services,
+    nc: Client,
+    router: EngineRouter,
+    fetcher: UrlFetcher,
+    *,
+    metrics: PipelineMetrics,
+    tracing: Tracing | None = None,
 ) -> Pipeline:
-    """Wire the pipeline's parts over one NATS connection."""
+    """Wire the pipeline's parts over one NATS connection, recording into `metrics` and
+    tracing through `tracing` (the global OpenTelemetry provider when None)."""
     settings = services.settings
+    tracing = tracing or Tracing()
     js = nc.jetstream(timeout=settings.nats.publish_timeout_s)
-    events = EventPublisher(js, settings.nats, clock=services.clock)
+    events = EventPublisher(js, settings.nats, clock=services.clock, tracing=tracing)
     ttl = presign_ttl(services)
     s3 = settings.storage.s3
     loader = SourceLoader(
@@ -66,16 +76,18 @@ def build_pipeline(
     )  # fmt: skip
     finalizer = Finalizer(
         services.pool, services.store, events, clock=services.clock, presign_ttl_s=ttl,
-        max_entry_bytes=8 * settings.limits.max_image_bytes,
+        max_entry_bytes=8 * settings.limits.max_image_bytes, metrics=metrics, tracing=tracing,
     )  # fmt: skip
     processor = ItemProcessor(
         services.pool, services.store, loader, router, events=events, finalizer=finalizer,
         clock=services.clock, max_pixels=settings.limits.max_image_pixels, presign_ttl_s=ttl,
+        metrics=metrics, tracing=tracing,
     )  # fmt: skip
     announcer = Announcer(events, clock=services.clock)
+    queue = JetStreamWorkQueue(js, settings.nats, tracing=tracing)
     intake = Intake(
-        services.pool, loader, announcer, JetStreamWorkQueue(js, settings.nats),
-        limits=settings.limits, clock=services.clock, timezone=settings.timezone,
+        services.pool, loader, announcer, queue, limits=settings.limits, clock=services.clock,
+        timezone=settings.timezone, metrics=metrics, tracing=tracing,
     )  # fmt: skip
     return Pipeline(services, intake, finalizer, processor, announcer)
 
@@ -84,6 +96,8 @@ def build_pipeline(
 async def run_pipeline(
     services: Services,
     *,
+    metrics: PipelineMetrics,
+    tracing: Tracing | None = None,
     router: EngineRouter | None = None,
     fetch_policy: FetchPolicy = DEFAULT_POLICY,
     work: bool = True,
@@ -91,10 +105,11 @@ async def run_pipeline(
     """The pipeline with its work queue and dead-letter mover running (when `work`)."""
     settings = services.settings
     router = router or default_router(services)
-    await warm_up(router)
+    if work:  # the request side never runs an engine
+        await warm_up(router)
     nc = await messaging.connect(settings.nats, name=f"{messaging.CLIENT_NAME}-pipeline")
     fetcher = UrlFetcher(policy=fetch_policy)
-    pipeline = build_pipeline(services, nc, router, fetcher)
+    pipeline = build_pipeline(services, nc, router, fetcher, metrics=metrics, tracing=tracing)
     js = nc.jetstream(timeout=settings.nats.publish_timeout_s)
     runner = WorkQueueRunner(js, settings.nats, settings.limits, pipeline.processor)
     mover = DeadLetterMover(js, settings.nats, pipeline.processor)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from lumiku_bgremover.contracts.codes import FailCode
@@ -17,6 +18,8 @@ class Delivery:
     attempt: int  #: 1 on the first delivery
     last: bool  #: no redelivery follows this one
     stream_seq: int
+    #: The message's headers (the enqueuing span's `traceparent` among them).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class Processor(Protocol):

@@ -7,15 +7,22 @@ from nats.js import JetStreamContext
 from lumiku_bgremover.contracts import subjects
 from lumiku_bgremover.contracts.codec import encode
 from lumiku_bgremover.contracts.work import WorkItem
+from lumiku_bgremover.observability.tracing import Tracing
 from lumiku_bgremover.provisioning import StreamNames
 from lumiku_bgremover.settings import NatsSettings
 
 
 class JetStreamWorkQueue:
-    """Publishes work items; `Nats-Msg-Id` = item id, so a re-publish is de-duplicated."""
+    """Publishes work items; `Nats-Msg-Id` = item id, so a re-publish is de-duplicated.
 
-    def __init__(self, js: JetStreamContext, settings: NatsSettings) -> None:
+    Each item carries the enqueuing span's `traceparent`: its processing joins that trace.
+    """
+
+    def __init__(
+        self, js: JetStreamContext, settings: NatsSettings, *, tracing: Tracing | None = None
+    ) -> None:
         self._js, self._settings = js, settings
+        self._tracing = tracing or Tracing()
         self._stream = StreamNames.of(settings).work
 
     async def enqueue(self, item: WorkItem) -> None:
@@ -25,5 +32,5 @@ class JetStreamWorkQueue:
             encode(item),
             timeout=self._settings.publish_timeout_s,
             stream=self._stream,
-            headers={"Nats-Msg-Id": item.item_id},
+            headers=self._tracing.headers({"Nats-Msg-Id": item.item_id}),
         )

@@ -241,6 +241,7 @@ class WorkQueueRunner:
             attempt=delivered,
             last=delivered >= self._limits.max_deliver,
             stream_seq=message.metadata.sequence.stream,
+            headers=message.headers or {},
         )
         await self._settle(message, delivery)
 

@@ -33,10 +33,21 @@ app.kubernetes.io/name: {{ include "lumiku.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{{/* Labels of the service's pods (one role: see the chart README). */}}
+{{/* Marks the pods of both roles: the metrics Service and the NetworkPolicy select it. */}}
+{{- define "lumiku.servingLabel" -}}
+lumiku-bgremover/serving: "true"
+{{- end }}
+
+{{/* Pods of the service, whatever their role (the metrics Service's selector). */}}
 {{- define "lumiku.serviceSelectorLabels" -}}
 {{ include "lumiku.selectorLabels" . }}
-app.kubernetes.io/component: service
+{{ include "lumiku.servingLabel" . }}
+{{- end }}
+
+{{/* Pods of one role. Called with a dict: "root" (the chart context) and "role". */}}
+{{- define "lumiku.roleSelectorLabels" -}}
+{{ include "lumiku.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .role }}
 {{- end }}
 
 {{- define "lumiku.serviceAccountName" -}}
@@ -100,6 +111,7 @@ LOCAL_ENGINE_THREADS: {{ .Values.engines.local.threads | quote }}
 {{- end }}
 BUSINESS_TIMEZONE: {{ .Values.config.businessTimezone | quote }}
 LOG_LEVEL: {{ .Values.config.logLevel | quote }}
+LOG_FORMAT: {{ .Values.config.logFormat | quote }}
 ADMIN_SUBJECTS_ENABLED: {{ .Values.config.adminSubjectsEnabled | quote }}
 MAX_IMAGES_PER_BATCH: {{ .Values.config.maxImagesPerBatch | quote }}
 MAX_IMAGE_BYTES: {{ .Values.config.maxImageBytes | int64 | quote }}
