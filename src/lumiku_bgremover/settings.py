@@ -21,6 +21,13 @@ from lumiku_bgremover.engine_settings import (
     engine_settings_from_env,
 )
 from lumiku_bgremover.envparse import Env, SettingsError
+from lumiku_bgremover.integration_settings import (
+    IntegrationSettings,
+    NotifierSettings,
+    SmtpSettings,
+    integration_settings_from_env,
+    notifier_settings_from_env,
+)
 
 __all__ = [
     "DEFAULT_ROUTES",
@@ -28,8 +35,10 @@ __all__ = [
     "HOSTED_ENGINES",
     "DatabaseSettings",
     "EngineSettings",
+    "IntegrationSettings",
     "Limits",
     "NatsSettings",
+    "NotifierSettings",
     "ObservabilitySettings",
     "ProviderModel",
     "Resilience",
@@ -38,6 +47,7 @@ __all__ = [
     "S3Settings",
     "Settings",
     "SettingsError",
+    "SmtpSettings",
     "StorageSettings",
 ]
 
@@ -160,6 +170,8 @@ class Settings:
     log_level: str = "INFO"
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    integrations: IntegrationSettings = field(default_factory=IntegrationSettings)
+    notifier: NotifierSettings = field(default_factory=NotifierSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -176,6 +188,8 @@ class Settings:
             log_level=_log_level(env),
             observability=_observability(env),
             retention=_retention(env),
+            integrations=integration_settings_from_env(env),
+            notifier=notifier_settings_from_env(env),
         )
 
     def require_database(self) -> DatabaseSettings:
