@@ -46,7 +46,9 @@ class Apps:
         self.env, self.nc, self.inbox = env, nc, inbox
         self.prefix, self.s3 = env["NATS_SUBJECT_PREFIX"], s3_client(env)
 
-    async def upload(self, user: str, name: str, size: tuple[int, int] = (40, 30)) -> dict[str, str]:
+    async def upload(
+        self, user: str, name: str, size: tuple[int, int] = (40, 30)
+    ) -> dict[str, str]:
         out = io.BytesIO()
         Image.new("RGB", size, (30, 120, 200)).save(out, format="PNG")
         key, bucket = f"originals/{user}/{name}", self.env["S3_BUCKET"]
@@ -76,14 +78,18 @@ class Apps:
         answer: dict[str, Any] = json.loads(reply.data)
         return answer
 
+    def rejected_ids(self) -> set[str]:
+        """Event ids of rejected requests (`<app>:<event id>`)."""
+        found = self.inbox.of("bgremove.request.rejected")
+        return {e["request_id"].split(":", 1)[1] for e in found if e["request_id"]}
+
     async def served(self, subject: str, marker: str) -> None:
         """Publish a malformed event after the others on `subject`; its rejection proves
         everything before it was served (one consumer per subject, in order)."""
         body = {"event_id": marker, "user_id": "usr_probe"}
         await self.publish(subject, body, marker)
         async with asyncio.timeout(60):
-            while not any(e["request_id"].endswith(f":{marker}") for e in
-                          self.inbox.of("bgremove.request.rejected") if e["request_id"]):  # fmt: skip
+            while f"{marker}" not in self.rejected_ids():
                 self.inbox.changed.clear()
                 await self.inbox.changed.wait()
 
@@ -136,7 +142,9 @@ async def test_an_avatar_project_becomes_one_discounted_batch_once(apps: Apps) -
 async def test_settings_pose_and_both_upscaler_pipelines(apps: Apps) -> None:
     user = "usr_bea"
     await apps.grant(user, 1000)
-    apps.cli("settings", "set", "--user", user, "--app", "avatar-creator", "--on", "--tier", "basic")
+    apps.cli(
+        "settings", "set", "--user", user, "--app", "avatar-creator", "--on", "--tier", "basic"
+    )
     await apps.publish("avatar.project.completed", await project(apps, user, "e-on", 3), "e-on")
     await apps.inbox.until("bgremove.batch.completed")
     assert apps.inbox.of("bgremove.batch.accepted")[0]["credits_charged"] == 9
@@ -196,7 +204,7 @@ async def test_one_email_per_completed_batch(
            "SMTP_CA_FILE": str(smtp.ca_file), "NOTIFY_RETRY_S": "0.2"}  # fmt: skip
     log_path = tmp_path / "notifier.log"
     with log_path.open("w+") as log:
-        notifier = subprocess.Popen(
+        notifier = subprocess.Popen(  # noqa: ASYNC220 - a service, left running
             [sys.executable, "-m", "lumiku_bgremover.cli", "notifier"],
             env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip

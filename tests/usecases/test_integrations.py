@@ -30,8 +30,14 @@ async def avatars(wired: Wired, user: str, count: int) -> list[dict[str, Any]]:
 
 
 def project(user: str, listed: list[dict[str, Any]], **extra: Any) -> bytes:
-    body = {"event_id": "evt-1", "user_id": user, "project_id": "proj_9", "avatars": listed,
-            "style": "anime", **extra}  # fmt: skip  (style: a field we do not know)
+    body = {
+        "event_id": "evt-1",
+        "user_id": user,
+        "project_id": "proj_9",
+        "avatars": listed,
+        "style": "anime",
+        **extra,
+    }  # fmt: skip  (style: a field we do not know)
     return msgspec.json.encode(body)
 
 
@@ -47,7 +53,10 @@ async def test_a_project_with_a_removal_block_is_one_discounted_batch(wired: Wir
         await integrations(wired).on_avatar_project(body)
     [accepted] = wired.events.of(subjects.BATCH_ACCEPTED)
     assert (accepted["count"], accepted["discount_pct"], accepted["credits_charged"]) == (
-        24, 5, 183)  # fmt: skip  (24 x 8 = 192, 5 % off: 192 - 9)
+        24,
+        5,
+        183,
+    )  # fmt: skip  (24 x 8 = 192, 5 % off: 192 - 9)
     assert accepted["request_id"] == "avatar-creator:evt-1"
     await wired.work_all()
     done = wired.events.of(subjects.ITEM_DONE)
@@ -62,7 +71,8 @@ async def test_the_setting_decides_when_the_event_does_not_ask(wired: Wired) -> 
     await wired.grant("bea", 100)
     listed = await avatars(wired, "bea", 2)
     await integrations(wired).on_avatar_project(project("bea", listed))
-    assert wired.events.events == [] and wired.queue.items == []
+    assert wired.events.events == []
+    assert wired.queue.items == []
     await turn(wired, "bea", App.AVATAR_CREATOR, on=True, tier=Tier.BASIC)
     await integrations(wired).on_avatar_project(project("bea", listed, event_id="evt-2"))
     [accepted] = wired.events.of(subjects.BATCH_ACCEPTED)

@@ -29,7 +29,9 @@ def notifier(wired: Wired, smtp: SmtpServer) -> Notifier:
     return Notifier(wired.pool, SmtpMailer(smtp.settings), smtp.settings.sender, pinned_clock())
 
 
-async def test_one_email_per_batch_even_when_redelivered(wired: Wired, smtp_server: SmtpServer) -> None:
+async def test_one_email_per_batch_even_when_redelivered(
+    wired: Wired, smtp_server: SmtpServer
+) -> None:
     body = await completed_batch(wired, "ann", notify_email="ann@example.com")
     sent = [await notifier(wired, smtp_server).on_completed(body) for _ in range(3)]
     assert sent == [True, False, False]
@@ -58,7 +60,8 @@ async def test_a_refusing_server_is_retried_until_it_takes_the_mail(
     assert len(smtp_server.mailbox.wait_for(1)) == 1
     row = await wired.pool.fetchrow("SELECT attempts, sent_at FROM batch_notifications")
     assert row is not None
-    assert row["attempts"] == 3 and row["sent_at"] is not None
+    assert row["attempts"] == 3
+    assert row["sent_at"] is not None
 
 
 async def test_no_address_no_email(wired: Wired, smtp_server: SmtpServer) -> None:
