@@ -28,6 +28,7 @@ from lumiku_bgremover.devtools import dev as dev_cmd
 from lumiku_bgremover.engines.base import EngineError
 from lumiku_bgremover.envparse import SettingsError
 from lumiku_bgremover.handlers.notifier import create_notifier_app
+from lumiku_bgremover.provisioning import ProvisionError
 from lumiku_bgremover.settings import Settings
 from lumiku_bgremover.storage import build_object_store
 from lumiku_bgremover.storage.lifecycle import expiry_rules
@@ -179,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    except (StartupError, EngineError, OSError, asyncpg.PostgresError) as error:
+    except (StartupError, ProvisionError, EngineError, OSError, asyncpg.PostgresError) as error:
         print(f"lumiku-bgremover {args.command}: {error}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
