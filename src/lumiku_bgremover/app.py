@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from lumiku_bgremover import db, messaging
 from lumiku_bgremover.handlers.admin import register_admin_handlers
+from lumiku_bgremover.handlers.integrations import register_integration_handlers
 from lumiku_bgremover.handlers.quotes import register_quote_handler
 from lumiku_bgremover.handlers.requests import register_request_handlers
 from lumiku_bgremover.observability import METRICS_KEY, Metrics, observe
@@ -56,7 +57,9 @@ async def provision(settings: Settings, store: ObjectStore) -> dict[str, str]:
     await store.apply_retention(expiry_rules(settings.retention))
     nc = await messaging.connect(settings.nats, name=f"{messaging.CLIENT_NAME}-provision")
     try:
-        actions = await provision_streams(nc.jetstream(), settings.nats, settings.limits)
+        actions = await provision_streams(
+            nc.jetstream(), settings.nats, settings.limits, settings.integrations
+        )
     finally:
         await nc.close()
     return {name: str(action) for name, action in actions.items()}
@@ -96,6 +99,7 @@ def register_handlers(broker: NatsBroker, settings: Settings) -> None:
         return
     register_quote_handler(broker, settings)
     register_request_handlers(broker, settings)
+    register_integration_handlers(broker, settings)
     if register_admin_handlers(broker, settings):
         log.warning("admin subjects are enabled (ADMIN_SUBJECTS_ENABLED)")
 

@@ -1,5 +1,5 @@
-"""The `lumiku-bgremover` command: run, migrate, provision, quote, credits, subscription,
-status, queue, deadletters, cleanup, demo and dev."""
+"""The `lumiku-bgremover` command: run, notifier, migrate, provision, quote, credits,
+subscription, settings, status, queue, deadletters, cleanup, demo and dev."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -21,11 +22,14 @@ from lumiku_bgremover.commands import queue as queue_cmd
 from lumiku_bgremover.commands import quote as quote_cmd
 from lumiku_bgremover.commands import status as status_cmd
 from lumiku_bgremover.commands import subscriptions as subscription_cmd
+from lumiku_bgremover.commands import usersettings as settings_cmd
 from lumiku_bgremover.devtools import demo as demo_cmd
 from lumiku_bgremover.devtools import dev as dev_cmd
 from lumiku_bgremover.engines.base import EngineError
 from lumiku_bgremover.envparse import SettingsError
+from lumiku_bgremover.handlers.notifier import create_notifier_app
 from lumiku_bgremover.observability.logs import configure_logging
+from lumiku_bgremover.provisioning import ProvisionError
 from lumiku_bgremover.settings import Settings
 from lumiku_bgremover.storage import build_object_store
 from lumiku_bgremover.storage.lifecycle import expiry_rules
@@ -43,6 +47,13 @@ async def cmd_run(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_notifier(settings: Settings, _: argparse.Namespace) -> int:
+    """Send completion e-mails until SIGTERM or SIGINT (the optional notifier role)."""
+    app = create_notifier_app(settings)
+    await app.run(log_level=logging.getLevelName(settings.log_level))
+    return 0
+
+
 async def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
     """Apply pending SQL migrations under an advisory lock."""
     conn = await asyncpg.connect(settings.require_database().url)
@@ -54,8 +65,12 @@ async def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_provision(settings: Settings, _: argparse.Namespace) -> int:
+async def cmd_provision(settings: Settings, args: argparse.Namespace) -> int:
     """Create or update the JetStream streams and the bucket."""
+    if args.integrations_stream:
+        settings = replace(
+            settings, integrations=replace(settings.integrations, provision_stream=True)
+        )
     store = build_object_store(settings.storage)
     for stream, action in (await provision(settings, store)).items():
         print(f"stream {stream}: {action}")
@@ -69,13 +84,27 @@ def no_arguments(_: argparse.ArgumentParser) -> None:
     """Commands that read everything from the environment."""
 
 
+def provision_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--integrations-stream`: also create a stream for other apps' events (development)."""
+    parser.add_argument(
+        "--integrations-stream",
+        action="store_true",
+        help="create our own stream for other apps' events (as INTEGRATIONS_PROVISION_STREAM)",
+    )
+
+
 COMMANDS: dict[str, tuple[Command, str, Arguments]] = {
     "run": (cmd_run, "serve: consume requests and work items, answer quotes", no_arguments),
+    "notifier": (
+        cmd_notifier,
+        "send completion e-mails for finished batches (optional role)",
+        no_arguments,
+    ),
     "migrate": (cmd_migrate, "apply database migrations (idempotent)", no_arguments),
     "provision": (
         cmd_provision,
         "create or update JetStream streams and the bucket",
-        no_arguments,
+        provision_arguments,
     ),
     "quote": (
         quote_cmd.run,
@@ -91,6 +120,11 @@ COMMANDS: dict[str, tuple[Command, str, Arguments]] = {
         subscription_cmd.run,
         "set or show a user's subscription (on the database)",
         subscription_cmd.add_arguments,
+    ),
+    "settings": (
+        settings_cmd.run,
+        "set or show a user's integration settings per app (on the database)",
+        settings_cmd.add_arguments,
     ),
     "status": (
         status_cmd.run,
@@ -145,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    except (StartupError, EngineError, OSError, asyncpg.PostgresError) as error:
+    except (StartupError, ProvisionError, EngineError, OSError, asyncpg.PostgresError) as error:
         print(f"lumiku-bgremover {args.command}: {error}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

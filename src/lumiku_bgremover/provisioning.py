@@ -25,6 +25,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from lumiku_bgremover.contracts import subjects
 from lumiku_bgremover.contracts.work import Lane
+from lumiku_bgremover.integration_settings import Binding, IntegrationSettings
 from lumiku_bgremover.settings import Limits, NatsSettings
 
 DAY_S = 86_400.0
@@ -90,8 +91,12 @@ def work_transform(settings: NatsSettings, partitions: int) -> SubjectTransform:
     )
 
 
-def stream_configs(settings: NatsSettings, limits: Limits) -> list[StreamConfig]:
-    """Every stream the service owns, as the code wants it."""
+def stream_configs(
+    settings: NatsSettings, limits: Limits, *, with_integrations: bool = False
+) -> list[StreamConfig]:
+    """Every stream the service owns, as the code wants it; the integrations stream (for
+    other apps' events) only `with_integrations` (development: in production those events
+    live on the apps' own streams)."""
     names = StreamNames.of(settings)
 
     def stream(
@@ -107,6 +112,13 @@ def stream_configs(settings: NatsSettings, limits: Limits) -> list[StreamConfig]
             **extra,  # type: ignore[arg-type]
         )
 
+    integrations = stream(
+        names.integrations,
+        "events of other Lumiku apps that start removals",
+        subjects.INTEGRATION_SUBJECTS,
+        retention=RetentionPolicy.LIMITS,
+        max_age=7 * DAY_S,
+    )
     return [
         stream(
             names.requests,
@@ -115,13 +127,7 @@ def stream_configs(settings: NatsSettings, limits: Limits) -> list[StreamConfig]
             retention=RetentionPolicy.LIMITS,
             max_age=7 * DAY_S,
         ),
-        stream(
-            names.integrations,
-            "events of other Lumiku apps that start removals",
-            subjects.INTEGRATION_SUBJECTS,
-            retention=RetentionPolicy.LIMITS,
-            max_age=7 * DAY_S,
-        ),
+        *([integrations] if with_integrations else []),
         stream(
             names.work,
             "per-image work items, partitioned by user",
@@ -191,6 +197,30 @@ def request_consumer_configs(settings: NatsSettings) -> dict[str, ConsumerConfig
     }
 
 
+def integration_consumer_config(settings: NatsSettings, binding: Binding) -> ConsumerConfig:
+    """The durable consumer of one app's events on its stream; never gives up."""
+    return ConsumerConfig(
+        durable_name=binding.durable,
+        filter_subject=subjects.with_prefix(settings.subject_prefix, binding.subject),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=REQUEST_ACK_WAIT_S,
+        max_deliver=-1,
+    )
+
+
+def notifier_consumer_config(settings: NatsSettings) -> ConsumerConfig:
+    """The `notifier` role's own durable consumer of `batch.completed` on the events stream."""
+    return ConsumerConfig(
+        durable_name=f"{StreamNames.of(settings).events}_NOTIFIER",
+        filter_subject=subjects.with_prefix(settings.subject_prefix, subjects.BATCH_COMPLETED),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=REQUEST_ACK_WAIT_S,
+        max_deliver=-1,
+    )
+
+
 def dead_letter_consumer_config(settings: NatsSettings) -> ConsumerConfig:
     """The durable consumer that turns max-deliveries advisories into failed items."""
     return ConsumerConfig(
@@ -239,13 +269,38 @@ async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> Action:
     return Action.UPDATED
 
 
+async def bind_integrations(
+    js: JetStreamContext, settings: NatsSettings, integrations: IntegrationSettings
+) -> None:
+    """The durable consumer of each enabled app on its configured stream, which must exist."""
+    for binding in integrations.bindings(settings.stream_prefix):
+        try:
+            await js.stream_info(binding.stream)
+        except NotFoundError:
+            raise ProvisionError(
+                f"stream {binding.stream} for {binding.subject} does not exist: create it "
+                f"(or name the app's own with {binding.app.value.upper().replace('-', '_')}"
+                "_STREAM), leave the app out of INTEGRATION_APPS, or set "
+                "INTEGRATIONS_PROVISION_STREAM=true (development only)"
+            ) from None
+        await js.add_consumer(binding.stream, integration_consumer_config(settings, binding))
+
+
 async def provision_streams(
-    js: JetStreamContext, settings: NatsSettings, limits: Limits
+    js: JetStreamContext,
+    settings: NatsSettings,
+    limits: Limits,
+    integrations: IntegrationSettings | None = None,
 ) -> dict[str, Action]:
-    """Ensure every stream and the work consumers; returns what happened to each stream."""
+    """Ensure every stream and the work consumers; returns what happened to each stream.
+
+    With `integrations`, also the apps' durable consumers (and our integrations stream
+    when it says so).
+    """
+    with_stream = integrations is not None and integrations.provision_stream
     actions = {
         config.name or "": await ensure_stream(js, config)
-        for config in stream_configs(settings, limits)
+        for config in stream_configs(settings, limits, with_integrations=with_stream)
     }
     names = StreamNames.of(settings)
     for consumer in work_consumer_configs(settings, limits):
@@ -253,4 +308,7 @@ async def provision_streams(
     await js.add_consumer(names.dead_letters, dead_letter_consumer_config(settings))
     for consumer in request_consumer_configs(settings).values():
         await js.add_consumer(names.requests, consumer)
+    await js.add_consumer(names.events, notifier_consumer_config(settings))
+    if integrations is not None:
+        await bind_integrations(js, settings, integrations)
     return actions

@@ -23,6 +23,13 @@ from lumiku_bgremover.engine_settings import (
     engine_settings_from_env,
 )
 from lumiku_bgremover.envparse import Env, SettingsError
+from lumiku_bgremover.integration_settings import (
+    IntegrationSettings,
+    NotifierSettings,
+    SmtpSettings,
+    integration_settings_from_env,
+    notifier_settings_from_env,
+)
 
 __all__ = [
     "DEFAULT_ROUTES",
@@ -30,9 +37,11 @@ __all__ = [
     "HOSTED_ENGINES",
     "DatabaseSettings",
     "EngineSettings",
+    "IntegrationSettings",
     "Limits",
     "LogFormat",
     "NatsSettings",
+    "NotifierSettings",
     "ObservabilitySettings",
     "ProviderModel",
     "Resilience",
@@ -42,6 +51,7 @@ __all__ = [
     "S3Settings",
     "Settings",
     "SettingsError",
+    "SmtpSettings",
     "StorageSettings",
 ]
 
@@ -191,6 +201,8 @@ class Settings:
     role: Role = Role.ALL
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    integrations: IntegrationSettings = field(default_factory=IntegrationSettings)
+    notifier: NotifierSettings = field(default_factory=NotifierSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -209,6 +221,8 @@ class Settings:
             role=_choice(env, "ROLE", Role, Role.ALL),
             observability=_observability(env),
             retention=_retention(env),
+            integrations=integration_settings_from_env(env),
+            notifier=notifier_settings_from_env(env),
         )
 
     def require_database(self) -> DatabaseSettings:

@@ -133,6 +133,7 @@ def service_environment(
         "S3_SECURE": str(s3.secure).lower(),
         "TIER_ROUTING": FAKE_ROUTING,
         "METRICS_PORT": str(free_port()),
+        "INTEGRATIONS_PROVISION_STREAM": "true",
     }
 
 

@@ -84,3 +84,16 @@ async def test_run_provisions_then_stops_cleanly_on_sigterm(
     assert info.config.name == f"{nats_namespace.upper()}_WORK"
     service.send_signal(signal.SIGTERM)
     assert service.wait(timeout=30) == 0
+
+
+def test_provision_refuses_a_missing_app_stream_naming_the_variables(
+    service_env: dict[str, str],
+) -> None:
+    env = {**service_env, "INTEGRATIONS_PROVISION_STREAM": "false"}
+    result = cli("provision", env=env)
+    assert result.returncode == 1
+    assert "AVATAR_CREATOR_STREAM" in result.stderr
+    assert "INTEGRATIONS_PROVISION_STREAM=true" in result.stderr
+    only = cli("provision", env={**env, "INTEGRATION_APPS": "none"})
+    assert only.returncode == 0, only.stderr
+    assert "_INTEGRATIONS:" not in only.stdout

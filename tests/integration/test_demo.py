@@ -190,6 +190,18 @@ def test_the_demo_uses_the_sample_photos_by_default(tmp_path: Path) -> None:
     assert_nothing_left(str(workdir), output)
 
 
+def test_the_avatar_scenario_plays_avatar_creator(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_demo("--engine", "fake", "--scenario", "avatar", "--out", str(out),
+                      env=base_env())  # fmt: skip
+    output = result.stdout
+    assert result.returncode == 0, output + result.stderr
+    assert "on avatar.project.completed (5 avatars)" in output
+    correlated = re.findall(r"avatar-creator/proj_\w+ avatar (av_\d{3}): ", output)
+    assert sorted(correlated) == [f"av_{i:03d}" for i in range(5)]
+    assert "credits: 40 charged, 0 refunded, 40 paid; balance 960" in output
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_demo_with_the_real_local_model(tmp_path: Path) -> None:

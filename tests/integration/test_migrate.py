@@ -30,7 +30,8 @@ TABLES = {
     "batches",
     "batch_items",
     "quota_consumptions",
-    "user_integration_settings",
+    "integration_settings",
+    "batch_notifications",
 }
 
 
@@ -209,7 +210,7 @@ VALID: dict[str, dict[str, Any]] = {
         "filename": "a.jpg",
         "source": {"bucket": "x", "key": "originals/u1/a.jpg"},
     },
-    "user_integration_settings": {"user_id": "u1"},
+    "integration_settings": {"user_id": "u1", "app": "avatar-creator"},
 }
 
 
@@ -243,10 +244,10 @@ async def test_valid_rows_insert_and_jsonb_round_trips(conn: asyncpg.Connection)
     assert batch["status"] == "accepted"
     for table in ("credit_ledger", "subscriptions", "batch_items"):
         assert await insert(conn, table) is not None
-    settings = await insert(conn, "user_integration_settings", output_options={"bg": [1, 2]})
+    settings = await insert(conn, "integration_settings", output_options={"bg": [1, 2]})
     assert settings is not None
     assert settings["output_options"] == {"bg": [1, 2]}
-    assert settings["upscaler_pipeline"] == "none"
+    assert (settings["enabled"], settings["then_upscale_scale"]) == (False, None)
 
 
 async def test_balance_never_goes_negative(conn: asyncpg.Connection) -> None:
@@ -309,15 +310,12 @@ async def test_ledger_rows_are_checked(
         ("subscriptions", {"allowed_tiers": []}, "subscriptions_allowed_tiers_check"),
         ("subscriptions", {"daily_quota": 0}, "subscriptions_daily_quota_check"),
         ("subscriptions", {"professional_quota": 201}, "subscriptions_professional_within_daily"),
+        ("integration_settings", {"tier": "x"}, "integration_settings_tier_check"),
+        ("integration_settings", {"app": "chat"}, "integration_settings_app_check"),
         (
-            "user_integration_settings",
-            {"default_tier": "x"},
-            "user_integration_settings_default_tier_check",
-        ),
-        (
-            "user_integration_settings",
-            {"upscaler_pipeline": "both"},
-            "user_integration_settings_upscaler_pipeline_check",
+            "integration_settings",
+            {"then_upscale_scale": 3},
+            "integration_settings_then_upscale_scale_check",
         ),
     ],
 )

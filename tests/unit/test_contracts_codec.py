@@ -170,8 +170,8 @@ CASES = [
     ),
     bad(
         "foreign-bad-tier",
-        {**example(PoseGenerated), "tier": "gold"},
-        "$.tier",
+        {**example(PoseGenerated), "removal": {"tier": "gold"}},
+        "$.removal.tier",
         UNKNOWN_TIER,
         PoseGenerated,
     ),
@@ -215,9 +215,8 @@ def test_foreign_events_ignore_unknown_fields() -> None:
     body = {**example(PoseGenerated), "new_field": {"x": 1}}
     event = decode(PoseGenerated, _raw(body))
     assert event.pose_id == body["pose_id"]
-    assert decode(PoseGenerated, _raw({k: v for k, v in body.items() if k != "tier"})).tier == (
-        "standard"
-    )
+    bare = decode(PoseGenerated, _raw({k: v for k, v in body.items() if k != "removal"}))
+    assert bare.removal is None  # no removal asked: the user's setting decides
 
 
 def test_decode_reply_gives_the_answer_or_the_error() -> None:

@@ -18,6 +18,8 @@ DESIGN_TABLE = {
     "upscaler.completed": "in",
     "bgremove.quote": "request-reply",
     "bgremove.batch.status": "request-reply",
+    "bgremove.settings.get": "request-reply",
+    "bgremove.settings.set": "request-reply",
     "bgremove.work.{lane}.{user_id}": "internal",
     "bgremove.batch.accepted": "out",
     "bgremove.request.rejected": "out",

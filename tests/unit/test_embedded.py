@@ -187,6 +187,7 @@ def test_environment_points_every_command_at_the_stack(tmp_path: Path) -> None:
     assert env == {
         "NATS_URL": "nats://127.0.0.1:4333",
         "DATABASE_URL": "postgresql://postgres:@/postgres?host=/tmp/a b",
+        "INTEGRATIONS_PROVISION_STREAM": "true",
         "STORAGE_BACKEND": "local",
         "LOCAL_STORAGE_DIR": str(tmp_path),
         "TIER_ROUTING": "basic=fake:fake-matte,standard=fake:fake-matte,"

@@ -127,6 +127,11 @@ SERVICE = {
     "t9.bgremove.batch.requested": "",
     "t9.bgremove.image.requested": "",
     "t9.bgremove.batch.cancel": "",
+    "t9.avatar.project.completed": "",
+    "t9.pose.generated": "",
+    "t9.upscaler.completed": "",
+    "t9.bgremove.settings.get": "bgremove-settings",
+    "t9.bgremove.settings.set": "bgremove-settings",
 }
 
 

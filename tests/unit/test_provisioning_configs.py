@@ -11,9 +11,15 @@ from lumiku_bgremover.provisioning import (
 from lumiku_bgremover.settings import Limits, NatsSettings
 
 
-def configs(**nats: object) -> dict[str, StreamConfig]:
+def configs(*, with_integrations: bool = True, **nats: object) -> dict[str, StreamConfig]:
     settings = NatsSettings(**nats)  # type: ignore[arg-type]
-    return {c.name or "": c for c in stream_configs(settings, Limits(work_partitions=4))}
+    found = stream_configs(settings, Limits(work_partitions=4), with_integrations=with_integrations)
+    return {c.name or "": c for c in found}
+
+
+def test_the_integrations_stream_is_made_only_when_asked() -> None:
+    assert "T1_INTEGRATIONS" not in configs(with_integrations=False, stream_prefix="T1")
+    assert "T1_INTEGRATIONS" in configs(stream_prefix="T1")
 
 
 def test_every_stream_is_file_backed_with_the_duplicate_window() -> None:

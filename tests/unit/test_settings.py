@@ -201,3 +201,85 @@ def test_bad_engine_settings_name_their_variable(env: dict[str, str], variable: 
     with pytest.raises(SettingsError) as info:
         Settings.from_env(env)
     assert info.value.variable == variable
+
+
+# --- integrations: stream binding and the notifier's SMTP ------------------------------------
+
+
+def test_integrations_default_to_every_app_on_our_stream_never_provisioned() -> None:
+    settings = Settings.from_env({})
+    assert settings.integrations.provision_stream is False
+    bindings = {b.app.value: (b.subject, b.stream, b.durable)
+                for b in settings.integrations.bindings("BGREMOVE")}  # fmt: skip
+    assert bindings == {
+        "avatar-creator": (
+            "avatar.project.completed", "BGREMOVE_INTEGRATIONS",
+            "BGREMOVE_INTEGRATIONS_AVATAR_CREATOR"),
+        "pose-generator": (
+            "pose.generated", "BGREMOVE_INTEGRATIONS", "BGREMOVE_INTEGRATIONS_POSE_GENERATOR"),
+        "upscaler": (
+            "upscaler.completed", "BGREMOVE_INTEGRATIONS", "BGREMOVE_INTEGRATIONS_UPSCALER"),
+    }  # fmt: skip
+    assert settings.notifier.smtp is None
+
+
+@pytest.mark.parametrize(
+    ("env", "apps", "streams", "durables", "provision"),
+    [
+        ({"INTEGRATION_APPS": "none"}, [], {}, {}, False),
+        (
+            {"INTEGRATION_APPS": "pose-generator, upscaler"},
+            ["pose-generator", "upscaler"],
+            {},
+            {},
+            False,
+        ),
+        (
+            {
+                "AVATAR_CREATOR_STREAM": "AVATAR_EVENTS",
+                "AVATAR_CREATOR_DURABLE": "bg-avatar",
+                "INTEGRATIONS_PROVISION_STREAM": "true",
+            },
+            ["avatar-creator", "pose-generator", "upscaler"],
+            {"avatar-creator": "AVATAR_EVENTS"},
+            {"avatar-creator": "bg-avatar"},
+            True,
+        ),
+    ],
+)
+def test_integration_bindings_from_the_environment(
+    env: dict[str, str], apps: list[str], streams: dict[str, str], durables: dict[str, str],
+    provision: bool,
+) -> None:  # fmt: skip
+    found = Settings.from_env(env).integrations
+    assert sorted(app.value for app in found.apps) == apps
+    assert {app.value: name for app, name in found.streams.items()} == streams
+    assert {app.value: name for app, name in found.durables.items()} == durables
+    assert found.provision_stream is provision
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"INTEGRATION_APPS": "avatar-creator,chat"}, "INTEGRATION_APPS"),
+        ({"POSE_GENERATOR_STREAM": "has space"}, "POSE_GENERATOR_STREAM"),
+        ({"INTEGRATIONS_PROVISION_STREAM": "maybe"}, "INTEGRATIONS_PROVISION_STREAM"),
+        ({"SMTP_HOST": "mail", "SMTP_USER": "u"}, "SMTP_PASSWORD"),
+        ({"SMTP_HOST": "mail", "SMTP_PORT": "0"}, "SMTP_PORT"),
+        ({"NOTIFY_RETRY_S": "60", "NOTIFY_RETRY_MAX_S": "10"}, "NOTIFY_RETRY_MAX_S"),
+    ],
+)
+def test_bad_integration_settings_name_their_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env(env)
+
+
+def test_smtp_from_the_environment() -> None:
+    env = {"SMTP_HOST": "smtp.example.com", "SMTP_USER": "u", "SMTP_PASSWORD": "hunter2",
+           "SMTP_FROM": "Lumiku <hi@example.com>", "NOTIFY_RETRY_S": "5"}  # fmt: skip
+    notifier = Settings.from_env(env).notifier
+    assert notifier.smtp is not None
+    assert (notifier.smtp.port, notifier.smtp.starttls, notifier.smtp.sender) == (
+        587, True, "Lumiku <hi@example.com>")  # fmt: skip
+    assert "hunter2" not in repr(notifier.smtp)
+    assert (notifier.retry_delay_s, notifier.retry_max_s) == (5.0, 900.0)

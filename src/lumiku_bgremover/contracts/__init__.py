@@ -27,6 +27,7 @@ from lumiku_bgremover.contracts.codec import (
 )
 from lumiku_bgremover.contracts.codes import FailCode, RejectCode
 from lumiku_bgremover.contracts.common import (
+    App,
     BatchStatus,
     Correlation,
     ImageRef,
@@ -48,7 +49,9 @@ from lumiku_bgremover.contracts.inbound import (
 from lumiku_bgremover.contracts.integrations import (
     AvatarImage,
     AvatarProjectCompleted,
+    PipelineStep,
     PoseGenerated,
+    RemovalBlock,
     UpscalerCompleted,
 )
 from lumiku_bgremover.contracts.outbound import (
@@ -67,9 +70,16 @@ from lumiku_bgremover.contracts.replies import (
     QuoteReply,
     QuoteRequest,
 )
+from lumiku_bgremover.contracts.usersettings import (
+    IntegrationSetting,
+    SettingsGetRequest,
+    SettingsReply,
+    SettingsSetRequest,
+)
 from lumiku_bgremover.contracts.work import Lane, WorkItem
 
 __all__ = [
+    "App",
     "AvatarImage",
     "AvatarProjectCompleted",
     "BatchAccepted",
@@ -93,20 +103,26 @@ __all__ = [
     "ImageInput",
     "ImageRef",
     "ImageRequested",
+    "IntegrationSetting",
     "ItemDone",
     "ItemFailed",
     "Lane",
     "ObjectRef",
     "OutputFormat",
     "OutputOptions",
+    "PipelineStep",
     "Plan",
     "PoseGenerated",
     "PricingType",
     "QuoteReply",
     "QuoteRequest",
     "RejectCode",
+    "RemovalBlock",
     "RequestMode",
     "RequestRejected",
+    "SettingsGetRequest",
+    "SettingsReply",
+    "SettingsSetRequest",
     "SubscriptionInfo",
     "SubscriptionReply",
     "SubscriptionSetRequest",

@@ -25,6 +25,14 @@ class Plan(enum.StrEnum):
     PRO = "pro"
 
 
+class App(enum.StrEnum):
+    """A Lumiku app whose events start removals (the integration settings are per app)."""
+
+    AVATAR_CREATOR = "avatar-creator"
+    POSE_GENERATOR = "pose-generator"
+    UPSCALER = "upscaler"
+
+
 class RequestMode(enum.StrEnum):
     """A batch (always paid in credits, up front) or a single image (quota first)."""
 
@@ -85,6 +93,8 @@ HTTPS_URL_PATTERN: Final = r"^https://[^\s\x00-\x1f\x7f]+$"
 #: A download URL we hand out: presigned https/http (MinIO in development) or
 #: `file://` (the local store of the embedded mode).
 DOWNLOAD_URL_PATTERN: Final = r"^(https?|file)://[^\s\x00-\x1f\x7f]+$"
+#: An e-mail address (a plain `local@domain` check; delivery proves the rest).
+EMAIL_PATTERN: Final = r"^[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$"
 #: A colour `#RRGGBB`.
 COLOUR_PATTERN: Final = r"^#[0-9A-Fa-f]{6}$"
 #: Plain one-line text without control characters.
@@ -99,6 +109,9 @@ ObjectKey = Annotated[str, msgspec.Meta(pattern=OBJECT_KEY_PATTERN, description=
 HttpsUrl = Annotated[str, msgspec.Meta(pattern=HTTPS_URL_PATTERN, max_length=2048)]
 DownloadUrl = Annotated[str, msgspec.Meta(pattern=DOWNLOAD_URL_PATTERN, max_length=4096)]
 Colour = Annotated[str, msgspec.Meta(pattern=COLOUR_PATTERN, description="#RRGGBB")]
+Email = Annotated[
+    str, msgspec.Meta(pattern=EMAIL_PATTERN, max_length=254, description="e-mail address")
+]
 Text = Annotated[str, msgspec.Meta(max_length=2000, pattern=_LINE_PATTERN)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 Credits = Annotated[int, msgspec.Meta(ge=0, description="credits (whole numbers)")]

@@ -9,6 +9,7 @@ import msgspec
 from lumiku_bgremover.contracts.common import (
     MAX_IMAGES,
     Correlation,
+    Email,
     Filename,
     Ident,
     ImageRefField,
@@ -28,6 +29,8 @@ class ImageInput(Message, frozen=True, kw_only=True):
     filename: Filename
     ref: ImageRefField
     size_bytes: DeclaredSize | None = None
+    #: The caller's own id of this image (an avatar id), echoed on its `item.done`.
+    source_id: Ident | None = None
 
 
 class UpscaleStep(Message, frozen=True, kw_only=True):
@@ -50,6 +53,8 @@ class BatchRequested(Message, frozen=True, kw_only=True):
     options: OutputOptions = OutputOptions()
     then_upscale: UpscaleStep | None = None
     correlation: Correlation | None = None
+    #: Where to e-mail a summary when the batch is final (the `notifier` role sends it).
+    notify_email: Email | None = None
 
 
 class ImageRequested(Message, frozen=True, kw_only=True):
@@ -65,6 +70,8 @@ class ImageRequested(Message, frozen=True, kw_only=True):
     options: OutputOptions = OutputOptions()
     then_upscale: UpscaleStep | None = None
     correlation: Correlation | None = None
+    #: Where to e-mail a summary when the batch is final (the `notifier` role sends it).
+    notify_email: Email | None = None
 
 
 class BatchCancel(Message, frozen=True, kw_only=True):

@@ -101,7 +101,10 @@ class RequestRejected(Message, frozen=True, kw_only=True):
 
 
 class ItemDone(Message, frozen=True, kw_only=True):
-    """One image finished: where its result is, and a download URL until it expires."""
+    """One image finished: where its result is, and a download URL until it expires.
+
+    Store `result` (the object reference), not `url`: presigned URLs expire.
+    """
 
     batch_id: Ident
     item_id: Ident
@@ -119,6 +122,8 @@ class ItemDone(Message, frozen=True, kw_only=True):
     model: ModelName
     processing_ms: Count
     correlation: Correlation | None = None
+    #: The requester's id of the image (`ImageInput.source_id`; an avatar id).
+    source_id: Ident | None = None
     completed_at: AwareDatetime
 
 

@@ -10,6 +10,7 @@ import msgspec
 
 from lumiku_bgremover.contracts import cloudevents as ce
 from lumiku_bgremover.contracts import common
+from lumiku_bgremover.contracts.apps import APPS_TEXT
 from lumiku_bgremover.contracts.codes import FAIL_CODE_HELP, REJECT_CODE_HELP
 from lumiku_bgremover.contracts.subjects import REGISTRY, Contract, Direction
 
@@ -151,6 +152,7 @@ def readme_text() -> str:
         _subjects_table(),
         _HEADERS,
         _RULES,
+        APPS_TEXT,
         _codes_table("Reject codes (`RequestRejected`, `ErrorReply`)", REJECT_CODE_HELP),
         _codes_table("Fail codes (`ItemFailed`)", FAIL_CODE_HELP),
     )

@@ -14,7 +14,15 @@ from typing import Final
 
 import msgspec
 
-from lumiku_bgremover.contracts import admin, inbound, integrations, outbound, replies, work
+from lumiku_bgremover.contracts import (
+    admin,
+    inbound,
+    integrations,
+    outbound,
+    replies,
+    usersettings,
+    work,
+)
 from lumiku_bgremover.contracts.common import USER_ID_PATTERN
 from lumiku_bgremover.contracts.work import Lane
 
@@ -26,6 +34,8 @@ POSE_GENERATED: Final = "pose.generated"
 UPSCALER_COMPLETED: Final = "upscaler.completed"
 QUOTE: Final = "bgremove.quote"
 BATCH_STATUS: Final = "bgremove.batch.status"
+SETTINGS_GET: Final = "bgremove.settings.get"
+SETTINGS_SET: Final = "bgremove.settings.set"
 #: Root of the work-queue subjects: publish to `<root>.<lane>.<user_id>`.
 WORK_ROOT: Final = "bgremove.work"
 #: The work subject as a template (AsyncAPI channel address).
@@ -54,7 +64,13 @@ ADMIN_SUBJECTS: Final = (
     ADMIN_SUBSCRIPTION_SHOW,
 )
 #: Core-NATS request-reply subjects (no stream), the admin ones included.
-REQUEST_REPLY_SUBJECTS: Final = (QUOTE, BATCH_STATUS, *ADMIN_SUBJECTS)
+REQUEST_REPLY_SUBJECTS: Final = (
+    QUOTE,
+    BATCH_STATUS,
+    SETTINGS_GET,
+    SETTINGS_SET,
+    *ADMIN_SUBJECTS,
+)
 #: Events this service publishes (the events stream), the Upscaler handover included.
 EVENT_SUBJECTS: Final = (
     BATCH_ACCEPTED,
@@ -163,20 +179,23 @@ REGISTRY: Final[tuple[Contract, ...]] = (
         AVATAR_PROJECT_COMPLETED,
         _IN,
         (integrations.AvatarProjectCompleted,),
-        "From Avatar Creator: remove the backgrounds of a project's avatars (when the "
-        "user's integration settings say so).",
+        "From Avatar Creator: a project's avatars become one batch (credits, volume "
+        "discount) when the event has a `removal` block or the user's avatar-creator "
+        "setting is on; each `item.done` names its `source_id` (the avatar id).",
     ),
     Contract(
         POSE_GENERATED,
         _IN,
         (integrations.PoseGenerated,),
-        "From Pose Generator: remove the background of a generated pose.",
+        "From Pose Generator: one image (quota first, then credits) when the event has a "
+        "`removal` block or the user's pose-generator setting is on.",
     ),
     Contract(
         UPSCALER_COMPLETED,
         _IN,
         (integrations.UpscalerCompleted,),
-        "From Upscaler: the upscale-then-remove pipeline removes the upscaled image's background.",
+        "From Upscaler: with a `then` step for `bgremove` (or the user's upscaler setting "
+        "on), the upscale-then-remove pipeline removes the upscaled image's background.",
     ),
     Contract(
         QUOTE,
@@ -192,6 +211,20 @@ REGISTRY: Final[tuple[Contract, ...]] = (
         (replies.BatchStatusRequest,),
         "Progress of one batch; another user's batch answers `not_found`.",
         (replies.BatchStatusReply, replies.ErrorReply),
+    ),
+    Contract(
+        SETTINGS_GET,
+        _RR,
+        (usersettings.SettingsGetRequest,),
+        "A user's integration settings (every app, or one); an app never set reads as off.",
+        (usersettings.SettingsReply, replies.ErrorReply),
+    ),
+    Contract(
+        SETTINGS_SET,
+        _RR,
+        (usersettings.SettingsSetRequest,),
+        "Replace the user's integration setting for one app; answers the stored setting.",
+        (usersettings.SettingsReply, replies.ErrorReply),
     ),
     Contract(
         ADMIN_CREDITS_GRANT,

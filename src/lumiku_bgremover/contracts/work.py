@@ -47,5 +47,6 @@ class WorkItem(Message, frozen=True, kw_only=True):
     lane: Lane
     size_bytes: DeclaredSize | None = None
     then_upscale: UpscaleStep | None = None
+    source_id: Ident | None = None
     correlation: Correlation | None = None
     enqueued_at: AwareDatetime

@@ -31,6 +31,7 @@ from lumiku_bgremover.contracts import (
     RequestMode,
     Tier,
 )
+from lumiku_bgremover.devtools.demo_avatar import avatar_event, run_avatar_project
 from lumiku_bgremover.devtools.demo_view import BatchView, summary_lines
 from lumiku_bgremover.devtools.dev import line_buffered_stdout
 from lumiku_bgremover.devtools.embedded import (
@@ -109,6 +110,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--model", default=None, help="model of the local engine (isnet-medium, isnet-small)")
     add("--timeout", type=float, default=900.0, help="seconds to wait for the batch")
+    add(
+        "--scenario",
+        choices=["batch", "avatar"],
+        default="batch",
+        help="batch: a web batch request; avatar: play Avatar Creator (a project event)",
+    )
     add("--verbose", action="store_true", help="show the service's log")
 
 
@@ -191,6 +198,7 @@ class DemoRun:
     tier: Tier
     run_id: str
     timeout_s: float
+    scenario: str = "batch"
 
     @property
     def request_id(self) -> str:
@@ -228,6 +236,10 @@ async def _client_session(run: DemoRun) -> DemoResult | None:
         say(f"uploaded {len(images)} photos to {client.store.bucket}/originals/{DEMO_USER}/")
         if not await _quote(run.settings, run.tier, len(images)):
             return None
+        if run.scenario == "avatar":
+            event = avatar_event(run.run_id, DEMO_USER, images, run.tier)
+            outcome = await run_avatar_project(client, event, timeout_s=run.timeout_s)
+            return await _fetch_results(client, outcome)
         request = BatchRequested(
             request_id=run.request_id, user_id=DEMO_USER, tier=run.tier, images=tuple(images),
             correlation=Correlation(app="demo", ref=run.run_id),
@@ -354,7 +366,7 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
             demo = stack_settings(stack, settings, routes_to(args.engine, model))
             _announce(stack, demo)
             photos = photos[: demo.limits.max_images]
-            run = DemoRun(demo, photos, Tier(args.tier), run_id, args.timeout)
+            run = DemoRun(demo, photos, Tier(args.tier), run_id, args.timeout, args.scenario)
             async with in_process_service(demo):
                 say("service ready (in this process)")
                 result = await _client_session(run)

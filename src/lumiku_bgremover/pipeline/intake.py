@@ -36,6 +36,7 @@ from lumiku_bgremover.contracts.codec import Identity, decode, peek_identity
 from lumiku_bgremover.contracts.codes import FailCode
 from lumiku_bgremover.contracts.common import PricingType, RequestMode
 from lumiku_bgremover.db import batches as repo
+from lumiku_bgremover.integrations.store import record_notification
 from lumiku_bgremover.observability.logs import log_ids
 from lumiku_bgremover.observability.recorder import FAILED, NO_ENGINE, PipelineMetrics
 from lumiku_bgremover.observability.tracing import Tracing
@@ -114,6 +115,10 @@ class Intake:
             key = identity.request_id or hashlib.sha256(data).hexdigest()[:32]
             await self._announcer.rejected(identity, error.code, error.message, error.path, key)
             return
+        await self.submit(request)
+
+    async def submit(self, request: Request) -> None:
+        """Accept a decoded request, or publish `request.rejected` with why not."""
         ids = {"request_id": request.request_id, "user_id": request.user_id,
                "batch_id": batch_id_for(request.request_id)}  # fmt: skip
         with self._tracing.span("bgremove.intake", ids=ids), log_ids(**ids):
@@ -175,6 +180,8 @@ class Intake:
                 self._new_batch(request, batch_id, priced, admitted),
                 self._new_items(request, batch_id, admitted),
             )
+            if request.notify_email is not None:
+                await record_notification(conn, batch_id, request.user_id, request.notify_email)
             batch = await repo.get_batch(conn, batch_id)
         assert batch is not None
         if not created:
@@ -280,7 +287,8 @@ class Intake:
             tier=batch.tier, mode=batch.mode, filename=item.filename,
             ref=image.ref, options=request.options, lane=batch.lane,
             size_bytes=image.size_bytes, then_upscale=request.then_upscale,
-            correlation=request.correlation, enqueued_at=self._clock(),
+            source_id=image.source_id, correlation=request.correlation,
+            enqueued_at=self._clock(),
         )  # fmt: skip
 
     def _accepted(self, batch: repo.Batch) -> BatchAccepted:

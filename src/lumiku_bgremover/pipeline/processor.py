@@ -202,7 +202,8 @@ class ItemProcessor:
             url_expires_at=now + timedelta(seconds=self._ttl),
             content_type=_content_type(result.content_type), size_bytes=result.size,
             width=result.width, height=result.height, engine=result.engine, model=result.model,
-            processing_ms=result.processing_ms, correlation=item.correlation, completed_at=now,
+            processing_ms=result.processing_ms, correlation=item.correlation,
+            source_id=item.source_id, completed_at=now,
         )  # fmt: skip
         await self._events.publish(subjects.ITEM_DONE, message, key=item.item_id)
         if item.then_upscale is not None:

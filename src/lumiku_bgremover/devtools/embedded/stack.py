@@ -121,6 +121,7 @@ def stack_settings(stack: EmbeddedStack, base: Settings, routes: Mapping[Tier, R
         storage=storage,
         engines=replace(base.engines, routes=dict(routes)),
         observability=replace(base.observability, metrics_port=0),
+        integrations=replace(base.integrations, provision_stream=True),
     )
 
 
@@ -132,6 +133,7 @@ def environment(settings: Settings) -> dict[str, str]:
     variables = {
         "NATS_URL": ",".join(settings.nats.servers),
         "DATABASE_URL": settings.require_database().url,
+        "INTEGRATIONS_PROVISION_STREAM": "true",
     }
     if settings.storage.backend == "local" and settings.storage.local_dir is not None:
         variables |= {
