@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import random
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -23,94 +20,15 @@ from lumiku_bgremover.engines.weights import (
     digest_file,
     resolve_weights,
 )
+from tests.fixtures.hub import DIGEST, PAYLOAD, Hub, Route, serving
 
-PAYLOAD = random.Random(7).randbytes(300_000)
-DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
 OTHER = hashlib.sha256(b"something else").hexdigest()
-
-
-@dataclass
-class Route:
-    status: int = 200
-    body: bytes = PAYLOAD
-    headers: dict[str, str] = field(default_factory=dict)
-    declared: int | None = None  #: Content-Length to claim (a truncated body claims more)
-    hold: threading.Event | None = None  #: wait on this before answering (timeouts)
-
-
-class Hub:
-    """Answers each path from `routes`; counts GETs per path."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Route] = {}
-        self.gets: dict[str, int] = {}
-        self.lock = threading.Lock()
-        self.repeated = threading.Event()  #: set when any path is asked for twice
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def url(self, path: str) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}{path}"
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                with hub.lock:
-                    hub.gets[self.path] = hub.gets.get(self.path, 0) + 1
-                    if hub.gets[self.path] > 1:
-                        hub.repeated.set()
-                route = hub.routes.get(self.path, Route(404, b"not found"))
-                if route.hold is not None:
-                    route.hold.wait(5)
-                self.send_response(route.status)
-                declared = len(route.body) if route.declared is None else route.declared
-                if route.declared == -1:  # no length: chunked
-                    self.send_header("Transfer-Encoding", "chunked")
-                else:
-                    self.send_header("Content-Length", str(declared))
-                for name, value in route.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                try:
-                    self._body(route.body, chunked=route.declared == -1)
-                except (BrokenPipeError, ConnectionResetError):
-                    return
-                if declared != len(route.body):
-                    self.close_connection = True
-
-            def _body(self, body: bytes, *, chunked: bool) -> None:
-                if not chunked:
-                    self.wfile.write(body)
-                    return
-                for start in range(0, len(body), 65536):
-                    part = body[start : start + 65536]
-                    self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
-                self.wfile.write(b"0\r\n\r\n")
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                del format, args
-
-        return Handler
 
 
 @pytest.fixture
 def hub() -> Iterator[Hub]:
-    server = Hub()
-    server.thread.start()
-    yield server
-    for route in server.routes.values():
-        if route.hold is not None:
-            route.hold.set()
-    server.server.shutdown()
-    server.server.server_close()
+    with serving() as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

@@ -37,6 +37,7 @@ __all__ = [
     "local_engine",
     "postprocess",
     "preprocess",
+    "weights_locator",
 ]
 
 Triple = tuple[float, float, float]
@@ -282,6 +283,30 @@ def hub_downloader(*, trust_unpinned: bool = False, limits: HubLimits | None = N
     return fetch
 
 
+def weights_locator(
+    cache_dir: Path,
+    *,
+    weights_paths: Mapping[str, Path] | None = None,
+    packer: Packer = npm_pack,
+    sources: Mapping[str, ModelSource] | None = None,
+    downloader: Downloader | None = None,
+) -> WeightsLocator:
+    """`locate(model) -> path` by `resolve_weights`, with the catalogue's (or `sources`')
+    download URL of each model; blocking, run it in a worker thread."""
+    paths = dict(weights_paths or {})
+    entries = catalogue(MODEL_SPECS, sources)
+    fetch = downloader or hub_downloader()
+
+    def locate(model: str) -> Path:
+        entry = entries.get(model)
+        return resolve_weights(
+            model, cache_dir, weights_path=paths.get(model), packer=packer,
+            source=entry.hub_source if entry else None, downloader=fetch,
+        )  # fmt: skip
+
+    return locate
+
+
 def local_engine(
     cache_dir: Path,
     *,
@@ -297,16 +322,10 @@ def local_engine(
 
     `sources` overrides the catalogue's download URLs (MODEL_SOURCES); `downloader`
     defaults to `hub_downloader()` (pinned or hub-advertised sha256 only)."""
-    paths = dict(weights_paths or {})
-    entries = catalogue(MODEL_SPECS, sources)
-    fetch = downloader or hub_downloader()
-
-    def locate(model: str) -> Path:
-        entry = entries.get(model)
-        return resolve_weights(
-            model, cache_dir, weights_path=paths.get(model), packer=packer,
-            source=entry.hub_source if entry else None, downloader=fetch,
-        )  # fmt: skip
+    locate = weights_locator(
+        cache_dir, weights_paths=weights_paths, packer=packer, sources=sources,
+        downloader=downloader,
+    )  # fmt: skip
 
     chosen = choose_providers(available_providers(), providers)
     return OnnxEngine(locate, intra_op_num_threads=intra_op_num_threads, providers=chosen)
