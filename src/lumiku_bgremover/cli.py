@@ -1,5 +1,5 @@
 """The `lumiku-bgremover` command: run, notifier, migrate, provision, quote, credits,
-subscription, settings, status, queue, deadletters, cleanup, demo and dev."""
+subscription, settings, status, queue, deadletters, cleanup, models, demo and dev."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from lumiku_bgremover.app import StartupError, create_app, provision
 from lumiku_bgremover.commands import cleanup as cleanup_cmd
 from lumiku_bgremover.commands import credits as credits_cmd
 from lumiku_bgremover.commands import deadletters as deadletters_cmd
+from lumiku_bgremover.commands import models as models_cmd
 from lumiku_bgremover.commands import queue as queue_cmd
 from lumiku_bgremover.commands import quote as quote_cmd
 from lumiku_bgremover.commands import status as status_cmd
@@ -145,6 +146,11 @@ COMMANDS: dict[str, tuple[Command, str, Arguments]] = {
         cleanup_cmd.run,
         "delete finished batches older than RETENTION_BATCHES_DAYS (on the database)",
         cleanup_cmd.add_arguments,
+    ),
+    "models": (
+        models_cmd.run,
+        "local engine models: list them, or fetch and verify their weights",
+        models_cmd.add_arguments,
     ),
     "demo": (
         demo_cmd.run,

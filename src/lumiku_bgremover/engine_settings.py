@@ -7,6 +7,7 @@ every variable.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ __all__ = [
     "HOSTED_ENGINES",
     "EngineSettings",
     "KeylessPolicy",
+    "ModelSource",
     "ProviderModel",
     "Resilience",
     "Route",
@@ -45,6 +47,7 @@ _KEYLESS: Final[dict[str, KeylessPolicy]] = {
     "unavailable": "unavailable",
 }
 _T = TypeVar("_T")
+_SHA256: Final = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +78,14 @@ DEFAULT_ROUTES: dict[Tier, Route] = {
 DEFAULT_HF_PROVIDERS: dict[str, ProviderModel] = {
     "briaai/RMBG-2.0": ProviderModel("fal-ai", "fal-ai/bria/background/remove"),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """Where the local engine downloads a model's weights, and the sha256 they must have."""
+
+    url: str
+    sha256: str | None = None  #: None: the hub's advertised sha256 (X-Linked-Etag) is used
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +121,12 @@ class EngineSettings:
     #: Our model name to Segmind's endpoint name (`/v1/<name>`); unlisted: the same name.
     segmind_models: dict[str, str] = field(default_factory=dict)
     model_cache_dir: Path = field(default_factory=MODEL_CACHE_DIR.expanduser)
+    #: Download URLs (and pins) of local models over the built-in catalogue.
+    model_sources: dict[str, ModelSource] = field(default_factory=dict)
+    #: Download weights that neither a pin nor the hub's sha256 can check.
+    model_trust_unpinned: bool = False
+    #: The largest weights file a download may bring.
+    model_download_max_bytes: int = 2 << 30
     routes: dict[Tier, Route] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
     #: An engine tried when a tier's own engine fails or its breaker is open.
     fallbacks: dict[Tier, Route] = field(default_factory=dict)
@@ -154,6 +171,9 @@ def engine_settings_from_env(env: Env) -> EngineSettings:
         segmind_endpoint=_http_url(env, "SEGMIND_ENDPOINT", SEGMIND_ENDPOINT),
         segmind_models=_pairs(env, "SEGMIND_MODELS", lambda value: value),
         model_cache_dir=env.dir("MODEL_CACHE_DIR") or MODEL_CACHE_DIR.expanduser(),
+        model_sources=_pairs(env, "MODEL_SOURCES", model_source),
+        model_trust_unpinned=env.flag("MODEL_TRUST_UNPINNED", default=False),
+        model_download_max_bytes=env.integer("MODEL_DOWNLOAD_MAX_MB", 2048, lo=1, hi=65536) << 20,
         routes=_routes(env, "TIER_ROUTING", dict(DEFAULT_ROUTES)),
         fallbacks=_routes(env, "TIER_FALLBACK", {}),
         timeout_s=timeout_s,
@@ -187,6 +207,17 @@ def _pairs(env: Env, name: str, parse: Callable[[str], _T]) -> dict[str, _T]:
         except ValueError as error:
             raise SettingsError(name, f"{entry!r}: {error}") from None
     return pairs
+
+
+def model_source(value: str) -> ModelSource:
+    """`https://host/path[#sha256]`: an http(s) URL, optionally pinned (64 hex digits)."""
+    url, _, pin = (part.strip() for part in value.partition("#"))
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"expected an http(s) URL, got {url!r}")
+    if pin and not _SHA256.fullmatch(pin.lower()):
+        raise ValueError(f"expected a sha256 of 64 hex digits after '#', got {pin!r}")
+    return ModelSource(url, pin.lower() or None)
 
 
 def _provider_model(value: str) -> ProviderModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import threading
 import time
@@ -15,7 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from lumiku_bgremover.contracts.codes import FailCode
+from lumiku_bgremover.engine_settings import ModelSource
 from lumiku_bgremover.engines import Engine, EngineError, ModelNotFound, WeightsUnavailable
+from lumiku_bgremover.engines.catalogue import DEFAULT_SOURCES
 from lumiku_bgremover.engines.local import (
     HALF,
     IMAGENET_MEAN,
@@ -29,6 +32,7 @@ from lumiku_bgremover.engines.local import (
     local_engine,
     postprocess,
 )
+from lumiku_bgremover.engines.weights import WeightsFetchError
 
 S = 32
 MEAN_SPEC = ModelSpec(name="tiny", size=S, mean=HALF, std=ONE, output="minmax", input_name="input")
@@ -270,12 +274,34 @@ def test_spec_table_follows_the_design() -> None:
 
 async def test_local_engine_uses_a_given_weights_path(tmp_path: Path) -> None:
     path = save_model(tmp_path / "u2net.onnx", [channel_mean()], size=320)
-    engine = local_engine(tmp_path / "cache", weights_paths={"u2net": path})
+    asked: list[ModelSource] = []
+
+    def offline(source: ModelSource, target: Path) -> str:
+        asked.append(source)
+        raise WeightsFetchError(f"offline: {target.name}")
+
+    engine = local_engine(tmp_path / "cache", weights_paths={"u2net": path}, downloader=offline)
     matte = await engine.matte(halves((100, 60)), model="u2net")
     assert matte.size == (100, 60)
     assert np.asarray(matte)[:, :40].min() == 255
-    with pytest.raises(WeightsUnavailable, match="place its ONNX file"):
+    assert asked == []
+    with pytest.raises(WeightsFetchError, match=r"offline: birefnet\.onnx"):
         await engine.matte(halves(), model="birefnet")
+    assert asked == [DEFAULT_SOURCES["birefnet"]]
+
+
+async def test_model_sources_override_the_catalogue(tmp_path: Path) -> None:
+    asked: list[ModelSource] = []
+
+    def fetch(source: ModelSource, target: Path) -> str:
+        asked.append(source)
+        save_model(target, [channel_mean()], size=320)
+        return hashlib.sha256(target.read_bytes()).hexdigest()
+
+    mine = ModelSource("https://mirror.example/u2net.onnx", "ab" * 32)
+    engine = local_engine(tmp_path, sources={"u2net": mine}, downloader=fetch)
+    await engine.matte(halves((40, 30)), model="u2net")
+    assert asked == [mine]
 
 
 # --- the event loop stays free ------------------------------------------------------

