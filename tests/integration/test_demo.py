@@ -298,7 +298,8 @@ async def test_dev_up_serves_run_quote_and_status_then_stops_on_sigint(tmp_path:
     workdir = tmp_path / "dev"
     with dev_up(workdir, tmp_path / "dev.log") as (process, exported):
         assert set(exported) == {"NATS_URL", "DATABASE_URL", "STORAGE_BACKEND",
-                                 "LOCAL_STORAGE_DIR", "TIER_ROUTING"}  # fmt: skip
+                                 "LOCAL_STORAGE_DIR", "TIER_ROUTING",
+                                 "INTEGRATIONS_PROVISION_STREAM"}  # fmt: skip
         env = base_env(**exported)
         with service_process(env, tmp_path / "run.log") as service:
             granted = cli("credits", "grant", "--user", "usr_1", "--amount", "100", env=env)
