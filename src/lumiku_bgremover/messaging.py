@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
 from typing import Any
 
@@ -14,7 +16,16 @@ from nats.aio.client import Client
 
 from lumiku_bgremover.settings import NatsSettings
 
+log = logging.getLogger(__name__)
+
 CLIENT_NAME = "lumiku-bgremover"
+#: nats-py gives up after 60 attempts by default, leaving a live but useless process:
+#: reconnect forever instead (a NATS outage of any length ends with the service back).
+MAX_RECONNECT_ATTEMPTS = -1
+#: Seconds between reconnect attempts to the same server.
+RECONNECT_TIME_WAIT_S = 2
+#: Seconds the first connection of a plain client may take (then the caller fails).
+FIRST_CONNECT_S = 60.0
 #: Seconds a stopping broker waits for in-flight handlers before giving up on them.
 GRACEFUL_TIMEOUT_S = 30.0
 
@@ -30,9 +41,33 @@ def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
     return context
 
 
+async def _disconnected() -> None:
+    log.warning("NATS connection lost; reconnecting")
+
+
+async def _reconnected() -> None:
+    log.warning("NATS connection re-established")
+
+
+async def _error(error: Exception) -> None:
+    log.warning("NATS: %r", error)  # one line per failed attempt, not a traceback
+
+
+def reconnect_options() -> dict[str, Any]:
+    """Reconnect forever, and say so in the log (the broker and plain clients alike)."""
+    return {
+        "max_reconnect_attempts": MAX_RECONNECT_ATTEMPTS,
+        "reconnect_time_wait": RECONNECT_TIME_WAIT_S,
+        "disconnected_cb": _disconnected,
+        "reconnected_cb": _reconnected,
+        "error_cb": _error,
+    }
+
+
 def connect_options(settings: NatsSettings, *, name: str = CLIENT_NAME) -> dict[str, Any]:
     """Keyword arguments for `nats.connect` (authentication and TLS included)."""
     options: dict[str, Any] = {"servers": list(settings.servers), "name": name}
+    options |= reconnect_options()
     if settings.user is not None:
         options |= {"user": settings.user, "password": settings.password}
     if settings.token is not None:
@@ -45,9 +80,16 @@ def connect_options(settings: NatsSettings, *, name: str = CLIENT_NAME) -> dict[
     return options
 
 
-async def connect(settings: NatsSettings, *, name: str = CLIENT_NAME) -> Client:
-    """A plain nats-py connection (provisioning and command-line clients use it)."""
-    return await nats.connect(**connect_options(settings, name=name))
+async def connect(
+    settings: NatsSettings, *, name: str = CLIENT_NAME, within_s: float = FIRST_CONNECT_S
+) -> Client:
+    """A plain nats-py connection (provisioning and command-line clients use it).
+
+    Once connected it reconnects forever; the first connection must succeed within
+    `within_s` (nats-py would otherwise retry it forever), so a service started
+    without NATS exits non-zero and its supervisor restarts it.
+    """
+    return await asyncio.wait_for(nats.connect(**connect_options(settings, name=name)), within_s)
 
 
 def broker_security(settings: NatsSettings) -> NatsSecurity | None:
@@ -72,4 +114,5 @@ def build_broker(settings: NatsSettings) -> NatsBroker:
         serializer=MsgSpecSerializer(),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         graceful_timeout=GRACEFUL_TIMEOUT_S,
+        **reconnect_options(),
     )

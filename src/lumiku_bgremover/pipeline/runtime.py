@@ -14,6 +14,7 @@ from lumiku_bgremover.engines.fake import FakeEngine
 from lumiku_bgremover.engines.router import EngineRouter, build_router, warm_up
 from lumiku_bgremover.pipeline.announce import Announcer
 from lumiku_bgremover.pipeline.completion import Finalizer
+from lumiku_bgremover.pipeline.dependencies import build_gate
 from lumiku_bgremover.pipeline.events import EventPublisher
 from lumiku_bgremover.pipeline.intake import Intake
 from lumiku_bgremover.pipeline.processor import ItemProcessor
@@ -96,7 +97,8 @@ async def run_pipeline(
     fetcher = UrlFetcher(policy=fetch_policy)
     pipeline = build_pipeline(services, nc, router, fetcher)
     js = nc.jetstream(timeout=settings.nats.publish_timeout_s)
-    runner = WorkQueueRunner(js, settings.nats, settings.limits, pipeline.processor)
+    gate = build_gate(services.pool, services.store, nc)
+    runner = WorkQueueRunner(js, settings.nats, settings.limits, pipeline.processor, gate=gate)
     mover = DeadLetterMover(js, settings.nats, pipeline.processor)
     try:
         if work:
@@ -105,6 +107,7 @@ async def run_pipeline(
         yield pipeline
     finally:
         await runner.stop()
+        await gate.close()
         await mover.stop()
         await fetcher.aclose()
         await router.aclose()
