@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from types import TracebackType
 from typing import Any
 
 import nats
+import nats.errors
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream import AckPolicy
 from faststream.nats import NatsBroker
@@ -92,6 +94,14 @@ async def connect(
     return await asyncio.wait_for(nats.connect(**connect_options(settings, name=name)), within_s)
 
 
+async def close(nc: Client) -> None:
+    """Close `nc`; while NATS is away the unsent buffer is dropped (JetStream redelivers)."""
+    try:
+        await nc.close()
+    except (OSError, nats.errors.Error) as error:
+        log.warning("NATS connection closed uncleanly: %r", error)
+
+
 def broker_security(settings: NatsSettings) -> NatsSecurity | None:
     """FastStream's security object for the configured authentication."""
     context = tls_context(settings)
@@ -105,9 +115,33 @@ def broker_security(settings: NatsSettings) -> NatsSecurity | None:
     return NatsSecurity(**tls) if context is not None else None
 
 
+class ServiceBroker(NatsBroker):
+    """FastStream's broker, stopping cleanly even while NATS is unreachable.
+
+    `NatsBroker.stop` drains the connection, which fails while nats-py is
+    reconnecting: the connection is then closed instead, so SIGTERM during a NATS
+    outage still ends in a clean exit.
+    """
+
+    async def stop(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> None:
+        try:
+            await super().stop(exc_type, exc_val, exc_tb)
+        except (OSError, nats.errors.Error) as error:
+            log.warning("NATS connection not drained at stop (%r); closed instead", error)
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                await close(connection)
+            self.config.disconnect()
+
+
 def build_broker(settings: NatsSettings) -> NatsBroker:
     """The service's broker: msgspec bodies, NACK on error (never a silent TERM)."""
-    return NatsBroker(
+    return ServiceBroker(
         list(settings.servers),
         name=CLIENT_NAME,
         security=broker_security(settings),

@@ -57,7 +57,7 @@ async def test_nats_restart_mid_batch_loses_and_doubles_nothing(
 
 @pytest.mark.timeout(180)
 async def test_sigterm_during_a_nats_outage_exits_promptly(stack: Stack) -> None:
-    service = await stack.service("worker", FAKE_ENGINE_DELAY_S="0.5").start()
+    service = await stack.service("worker", FAKE_ENGINE_DELAY_S="0.5", WORK_ACK_WAIT_S="10").start()
     try:
         async with client_of(stack) as client:
             await submit_batch(client, "ann", COUNT, "nats-sigterm")
@@ -71,11 +71,12 @@ async def test_sigterm_during_a_nats_outage_exits_promptly(stack: Stack) -> None
         assert service.proc.process is not None
         await eventually(lambda: not service.proc.alive, STOP_WITHIN_S, "exit after SIGTERM")
         assert time.monotonic() - started < STOP_WITHIN_S
+        assert service.proc.process.returncode == 0, service.proc.log()[-3000:]
     finally:
         service.proc.kill()
     # NATS back: a fresh service finishes the batch, nothing lost or doubled
     await stack.nats.start()
-    second = await stack.service("second").start()
+    second = await stack.service("second", WORK_ACK_WAIT_S="10").start()
     try:
         async with client_of(stack) as client:
             await wait_batches_completed(stack.database_url, 1, 120)

@@ -111,4 +111,4 @@ async def run_pipeline(
         await mover.stop()
         await fetcher.aclose()
         await router.aclose()
-        await nc.close()  # every publish awaited its PubAck; nothing is left to drain
+        await messaging.close(nc)  # every publish awaited its PubAck; nothing is left to drain
