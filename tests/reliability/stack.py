@@ -117,7 +117,7 @@ async def stored_events(settings: Settings, subject: str) -> list[dict[str, Any]
         while True:
             try:
                 messages = await sub.fetch(100, timeout=1)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py raises its own or asyncio's: nothing left
                 return bodies
             bodies += [msgspec.json.decode(m.data) for m in messages]
     finally:
