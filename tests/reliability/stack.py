@@ -96,12 +96,17 @@ async def wait_done_at_least(database_url: str, count: int, timeout_s: float = 6
 
 
 async def wait_batches_completed(database_url: str, count: int, timeout_s: float) -> None:
+    """Until `count` batches reached a final state (the end-state checks say which)."""
+
     async def check() -> bool:
         async with connect(database_url) as conn:
-            n = await conn.fetchval("SELECT count(*) FROM batches WHERE status = 'completed'")
+            n = await conn.fetchval(
+                "SELECT count(*) FROM batches"
+                " WHERE status IN ('completed', 'partial', 'failed', 'cancelled')"
+            )
         return int(n) >= count
 
-    await eventually(check, timeout_s, f"{count} batches completed")
+    await eventually(check, timeout_s, f"{count} batches ended")
 
 
 async def stored_events(settings: Settings, subject: str) -> list[dict[str, Any]]:
