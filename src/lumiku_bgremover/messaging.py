@@ -56,14 +56,16 @@ async def _error(error: Exception) -> None:
 
 
 def reconnect_options() -> dict[str, Any]:
-    """Reconnect forever, and say so in the log (the broker and plain clients alike)."""
+    """Reconnect forever."""
     return {
         "max_reconnect_attempts": MAX_RECONNECT_ATTEMPTS,
         "reconnect_time_wait": RECONNECT_TIME_WAIT_S,
-        "disconnected_cb": _disconnected,
-        "reconnected_cb": _reconnected,
-        "error_cb": _error,
     }
+
+
+def logging_callbacks() -> dict[str, Any]:
+    """Say in the log when a long-lived connection is lost, retried and back."""
+    return {"disconnected_cb": _disconnected, "reconnected_cb": _reconnected, "error_cb": _error}
 
 
 def connect_options(settings: NatsSettings, *, name: str = CLIENT_NAME) -> dict[str, Any]:
@@ -83,15 +85,23 @@ def connect_options(settings: NatsSettings, *, name: str = CLIENT_NAME) -> dict[
 
 
 async def connect(
-    settings: NatsSettings, *, name: str = CLIENT_NAME, within_s: float = FIRST_CONNECT_S
+    settings: NatsSettings,
+    *,
+    name: str = CLIENT_NAME,
+    within_s: float = FIRST_CONNECT_S,
+    log_events: bool = False,
 ) -> Client:
     """A plain nats-py connection (provisioning and command-line clients use it).
 
     Once connected it reconnects forever; the first connection must succeed within
     `within_s` (nats-py would otherwise retry it forever), so a service started
-    without NATS exits non-zero and its supervisor restarts it.
+    without NATS exits non-zero and its supervisor restarts it. `log_events` logs
+    losing and regaining the connection (the service's long-lived connections).
     """
-    return await asyncio.wait_for(nats.connect(**connect_options(settings, name=name)), within_s)
+    options = connect_options(settings, name=name)
+    if log_events:
+        options |= logging_callbacks()
+    return await asyncio.wait_for(nats.connect(**options), within_s)
 
 
 async def close(nc: Client) -> None:
@@ -149,4 +159,5 @@ def build_broker(settings: NatsSettings) -> NatsBroker:
         ack_policy=AckPolicy.NACK_ON_ERROR,
         graceful_timeout=GRACEFUL_TIMEOUT_S,
         **reconnect_options(),
+        **logging_callbacks(),
     )

@@ -93,7 +93,8 @@ async def run_pipeline(
     settings = services.settings
     router = router or default_router(services)
     await warm_up(router)
-    nc = await messaging.connect(settings.nats, name=f"{messaging.CLIENT_NAME}-pipeline")
+    name = f"{messaging.CLIENT_NAME}-pipeline"
+    nc = await messaging.connect(settings.nats, name=name, log_events=True)
     fetcher = UrlFetcher(policy=fetch_policy)
     pipeline = build_pipeline(services, nc, router, fetcher)
     js = nc.jetstream(timeout=settings.nats.publish_timeout_s)
