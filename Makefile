@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: install lint typecheck test test-fast contracts contracts-check demo bench clean
+.PHONY: install lint typecheck test test-fast test-reliability contracts contracts-check demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy --strict src/lumiku_bgremover
 
+# CI runs this: everything but the `long` faults (minutes-long outages, every crash point).
 test: lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not long"
+
+# The whole reliability suite, long faults included (about 15 minutes).
+test-reliability: $(DEV_STAMP)
+	$(BIN)/pytest tests/reliability -m reliability --durations=0
 
 test-fast: $(DEV_STAMP)
 	$(BIN)/pytest tests/unit

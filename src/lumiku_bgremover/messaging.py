@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
+from types import TracebackType
 from typing import Any
 
 import nats
+import nats.errors
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream import AckPolicy
 from faststream.nats import NatsBroker
@@ -15,10 +18,19 @@ from nats.aio.client import Client
 
 from lumiku_bgremover.settings import NatsSettings
 
+log = logging.getLogger(__name__)
+
 CLIENT_NAME = "lumiku-bgremover"
 #: FastStream's service and access lines go through this logger, so they take the
 #: service's log format (FastStream's own loggers write coloured text to stdout).
 BROKER_LOGGER = "lumiku_bgremover.faststream"
+#: nats-py gives up after 60 attempts by default, leaving a live but useless process:
+#: reconnect forever instead (a NATS outage of any length ends with the service back).
+MAX_RECONNECT_ATTEMPTS = -1
+#: Seconds between reconnect attempts to the same server.
+RECONNECT_TIME_WAIT_S = 2
+#: Seconds the first connection of a plain client may take (then the caller fails).
+FIRST_CONNECT_S = 60.0
 #: Seconds a stopping broker waits for in-flight handlers before giving up on them.
 GRACEFUL_TIMEOUT_S = 30.0
 
@@ -34,9 +46,35 @@ def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
     return context
 
 
+async def _disconnected() -> None:
+    log.warning("NATS connection lost; reconnecting")
+
+
+async def _reconnected() -> None:
+    log.warning("NATS connection re-established")
+
+
+async def _error(error: Exception) -> None:
+    log.warning("NATS: %r", error)  # one line per failed attempt, not a traceback
+
+
+def reconnect_options() -> dict[str, Any]:
+    """Reconnect forever."""
+    return {
+        "max_reconnect_attempts": MAX_RECONNECT_ATTEMPTS,
+        "reconnect_time_wait": RECONNECT_TIME_WAIT_S,
+    }
+
+
+def logging_callbacks() -> dict[str, Any]:
+    """Say in the log when a long-lived connection is lost, retried and back."""
+    return {"disconnected_cb": _disconnected, "reconnected_cb": _reconnected, "error_cb": _error}
+
+
 def connect_options(settings: NatsSettings, *, name: str = CLIENT_NAME) -> dict[str, Any]:
     """Keyword arguments for `nats.connect` (authentication and TLS included)."""
     options: dict[str, Any] = {"servers": list(settings.servers), "name": name}
+    options |= reconnect_options()
     if settings.user is not None:
         options |= {"user": settings.user, "password": settings.password}
     if settings.token is not None:
@@ -49,9 +87,32 @@ def connect_options(settings: NatsSettings, *, name: str = CLIENT_NAME) -> dict[
     return options
 
 
-async def connect(settings: NatsSettings, *, name: str = CLIENT_NAME) -> Client:
-    """A plain nats-py connection (provisioning and command-line clients use it)."""
-    return await nats.connect(**connect_options(settings, name=name))
+async def connect(
+    settings: NatsSettings,
+    *,
+    name: str = CLIENT_NAME,
+    within_s: float = FIRST_CONNECT_S,
+    log_events: bool = False,
+) -> Client:
+    """A plain nats-py connection (provisioning and command-line clients use it).
+
+    Once connected it reconnects forever; the first connection must succeed within
+    `within_s` (nats-py would otherwise retry it forever), so a service started
+    without NATS exits non-zero and its supervisor restarts it. `log_events` logs
+    losing and regaining the connection (the service's long-lived connections).
+    """
+    options = connect_options(settings, name=name)
+    if log_events:
+        options |= logging_callbacks()
+    return await asyncio.wait_for(nats.connect(**options), within_s)
+
+
+async def close(nc: Client) -> None:
+    """Close `nc`; while NATS is away the unsent buffer is dropped (JetStream redelivers)."""
+    try:
+        await nc.close()
+    except (OSError, nats.errors.Error) as error:
+        log.warning("NATS connection closed uncleanly: %r", error)
 
 
 def broker_security(settings: NatsSettings) -> NatsSecurity | None:
@@ -67,9 +128,33 @@ def broker_security(settings: NatsSettings) -> NatsSecurity | None:
     return NatsSecurity(**tls) if context is not None else None
 
 
+class ServiceBroker(NatsBroker):
+    """FastStream's broker, stopping cleanly even while NATS is unreachable.
+
+    `NatsBroker.stop` drains the connection, which fails while nats-py is
+    reconnecting: the connection is then closed instead, so SIGTERM during a NATS
+    outage still ends in a clean exit.
+    """
+
+    async def stop(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> None:
+        try:
+            await super().stop(exc_type, exc_val, exc_tb)
+        except (OSError, nats.errors.Error) as error:
+            log.warning("NATS connection not drained at stop (%r); closed instead", error)
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                await close(connection)
+            self.config.disconnect()
+
+
 def build_broker(settings: NatsSettings) -> NatsBroker:
     """The service's broker: msgspec bodies, NACK on error (never a silent TERM)."""
-    return NatsBroker(
+    return ServiceBroker(
         list(settings.servers),
         name=CLIENT_NAME,
         security=broker_security(settings),
@@ -77,4 +162,6 @@ def build_broker(settings: NatsSettings) -> NatsBroker:
         ack_policy=AckPolicy.NACK_ON_ERROR,
         graceful_timeout=GRACEFUL_TIMEOUT_S,
         logger=logging.getLogger(BROKER_LOGGER),
+        **reconnect_options(),
+        **logging_callbacks(),
     )

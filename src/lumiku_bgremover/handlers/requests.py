@@ -2,7 +2,9 @@
 
 The stream and its durable consumers are provisioned beforehand (`declare=False`):
 these subscribers only bind. A handler that fails unexpectedly (database or
-NATS down) NAKs with a growing delay; the request is never dropped.
+NATS down) NAKs with a growing delay; the request is never dropped. While a
+dependency is down the delay stays short (`OUTAGE_RETRY_S`), so a request waits
+no longer than the outage.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from lumiku_bgremover.contracts import (
 )
 from lumiku_bgremover.handlers.replying import respond
 from lumiku_bgremover.pipeline import control
+from lumiku_bgremover.pipeline.dependencies import is_outage
 from lumiku_bgremover.pipeline.runtime import PIPELINE_KEY, Pipeline
 from lumiku_bgremover.provisioning import StreamNames, request_consumer_configs
 from lumiku_bgremover.queue import backoff_delay
@@ -34,6 +37,8 @@ log = logging.getLogger(__name__)
 InjectedPipeline = Annotated[Pipeline, Context(PIPELINE_KEY)]
 #: Core-NATS queue group of the status subject.
 STATUS_QUEUE = "bgremove-status"
+#: Seconds before a request that failed because a dependency was down is tried again.
+OUTAGE_RETRY_S = 3.0
 
 
 async def settle(work: Awaitable[None], message: NatsMessage) -> None:
@@ -42,7 +47,7 @@ async def settle(work: Awaitable[None], message: NatsMessage) -> None:
         await work
     except Exception as error:
         attempt = message.raw_message.metadata.num_delivered
-        delay = backoff_delay(attempt)
+        delay = OUTAGE_RETRY_S if is_outage(error) else backoff_delay(attempt)
         log.exception("request on %s failed (attempt %d); retry in %.0f s",
                       message.raw_message.subject, attempt, delay)  # fmt: skip
         raise NackMessage(delay=delay) from error

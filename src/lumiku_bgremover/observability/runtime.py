@@ -57,4 +57,4 @@ async def observe(
             yield server
     finally:
         await server.stop()
-        await nc.close()
+        await messaging.close(nc)

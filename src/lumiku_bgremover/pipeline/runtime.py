@@ -16,6 +16,7 @@ from lumiku_bgremover.observability.recorder import PipelineMetrics
 from lumiku_bgremover.observability.tracing import Tracing
 from lumiku_bgremover.pipeline.announce import Announcer
 from lumiku_bgremover.pipeline.completion import Finalizer
+from lumiku_bgremover.pipeline.dependencies import build_gate
 from lumiku_bgremover.pipeline.events import EventPublisher
 from lumiku_bgremover.pipeline.intake import Intake
 from lumiku_bgremover.pipeline.processor import ItemProcessor
@@ -107,11 +108,13 @@ async def run_pipeline(
     router = router or default_router(services)
     if work:  # the request side never runs an engine
         await warm_up(router)
-    nc = await messaging.connect(settings.nats, name=f"{messaging.CLIENT_NAME}-pipeline")
+    name = f"{messaging.CLIENT_NAME}-pipeline"
+    nc = await messaging.connect(settings.nats, name=name, log_events=True)
     fetcher = UrlFetcher(policy=fetch_policy)
     pipeline = build_pipeline(services, nc, router, fetcher, metrics=metrics, tracing=tracing)
     js = nc.jetstream(timeout=settings.nats.publish_timeout_s)
-    runner = WorkQueueRunner(js, settings.nats, settings.limits, pipeline.processor)
+    gate = build_gate(services.pool, services.store, nc)
+    runner = WorkQueueRunner(js, settings.nats, settings.limits, pipeline.processor, gate=gate)
     mover = DeadLetterMover(js, settings.nats, pipeline.processor)
     try:
         if work:
@@ -120,7 +123,8 @@ async def run_pipeline(
         yield pipeline
     finally:
         await runner.stop()
+        await gate.close()
         await mover.stop()
         await fetcher.aclose()
         await router.aclose()
-        await nc.close()  # every publish awaited its PubAck; nothing is left to drain
+        await messaging.close(nc)  # every publish awaited its PubAck; nothing is left to drain

@@ -11,6 +11,11 @@ delay; on its last delivery the processor is asked to give the item up (a
 failed, refunded item), and the `DeadLetterMover` does the same for items whose
 last delivery ended without an answer (a killed worker).
 
+A failure that the `Gate` confirms as a dependency outage (database, object store,
+NATS down) is not a failure of the item: the gate closes, feeds stop fetching,
+slots stop starting items, and the item in hand waits, heartbeated, until the gate
+reopens, then runs again on the same delivery. An outage spends no delivery.
+
 FastStream's subscribers are not used here: they cannot take turns across
 consumers. Everything else (requests, quotes) stays a FastStream subscriber.
 """
@@ -21,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -32,6 +37,7 @@ from lumiku_bgremover.contracts.codes import FailCode
 from lumiku_bgremover.contracts.work import WorkItem
 from lumiku_bgremover.provisioning import StreamNames
 from lumiku_bgremover.queue.base import Delivery, Processor
+from lumiku_bgremover.queue.gate import AlwaysUp, Gate
 from lumiku_bgremover.queue.scheduling import LANE_ORDER, backoff_delay, pick
 from lumiku_bgremover.settings import Limits, NatsSettings
 
@@ -51,8 +57,10 @@ class Feed:
         *,
         poll_s: float,
         heartbeat_s: float,
+        gate: Gate | None = None,
     ) -> None:
         self._sub = sub
+        self._gate: Gate = gate or AlwaysUp()
         self._wakeup = wakeup
         self._poll_s = poll_s
         self._heartbeat_s = heartbeat_s
@@ -73,6 +81,7 @@ class Feed:
         while not self.stopping:
             try:
                 if self.message is None:
+                    await self._gate.wait_up()  # back-pressure: take nothing while down
                     await self._fetch()
                 else:
                     await self._hold()
@@ -129,7 +138,10 @@ async def heartbeat(message: Msg, interval_s: float) -> AsyncIterator[None]:
     async def beat() -> None:
         while True:
             await asyncio.sleep(interval_s)
-            await message.in_progress()
+            try:
+                await message.in_progress()
+            except Exception as error:  # noqa: BLE001 (NATS away: the work goes on)
+                log.warning("heartbeat of %s not sent: %r", message.subject, error)
 
     task = asyncio.create_task(beat())
     try:
@@ -153,8 +165,10 @@ class WorkQueueRunner:
         poll_s: float = 5.0,
         heartbeat_s: float | None = None,
         jitter: Callable[[], float] = lambda: random.uniform(-0.2, 0.2),  # noqa: S311
+        gate: Gate | None = None,
     ) -> None:
         self._js, self._settings, self._limits = js, settings, limits
+        self._gate: Gate = gate or AlwaysUp()
         self._processor = processor
         self._poll_s, self._jitter = poll_s, jitter
         self._heartbeat_s = heartbeat_s or limits.work_ack_wait_s / 3
@@ -165,6 +179,7 @@ class WorkQueueRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._stop_requested = asyncio.Event()
 
     async def start(self) -> None:
         """Bind to every partition's durable consumer and start serving."""
@@ -175,9 +190,9 @@ class WorkQueueRunner:
                 sub = await self._js.pull_subscribe_bind(
                     durable=names.work_consumer(lane, partition), stream=names.work
                 )
-                feeds.append(
-                    Feed(sub, self._wakeup, poll_s=self._poll_s, heartbeat_s=self._heartbeat_s)
-                )
+                feed = Feed(sub, self._wakeup, poll_s=self._poll_s,
+                            heartbeat_s=self._heartbeat_s, gate=self._gate)  # fmt: skip
+                feeds.append(feed)
             self._feeds.append(feeds)
         self._spawn(self._schedule(), self._tasks)
         for feed in (f for lane in self._feeds for f in lane):
@@ -186,6 +201,7 @@ class WorkQueueRunner:
     async def stop(self, timeout_s: float = 30.0) -> None:
         """Stop taking work, return waiting messages, let in-flight items finish."""
         self._stopping = True
+        self._stop_requested.set()  # items waiting out an outage give their message back now
         for feed in (f for lane in self._feeds for f in lane):
             feed.stopping = True
         await cancel_all(self._tasks)
@@ -205,6 +221,7 @@ class WorkQueueRunner:
     async def _schedule(self) -> None:
         while not self._stopping:
             await self._slots.acquire()
+            await self._gate.wait_up()
             message = await self._next_message()
             self._spawn(self._run_slot(message), self._in_flight)
 
@@ -248,14 +265,39 @@ class WorkQueueRunner:
     async def _settle(self, message: Msg, delivery: Delivery) -> None:
         try:
             async with heartbeat(message, self._heartbeat_s):
-                await self._processor.process(delivery)
+                error = await self._outlasting_outages(lambda: self._processor.process(delivery))
         except asyncio.CancelledError:
             await message.nak()  # shutting down: someone else takes it now
             raise
-        except Exception as error:  # noqa: BLE001 (any failure is retried, then given up)
+        if error is not None:
             await self._failed(message, delivery, error)
             return
         await message.ack()
+
+    async def _outlasting_outages(self, step: Callable[[], Awaitable[None]]) -> Exception | None:
+        """Run `step` until it succeeds (None) or fails for a reason other than an outage."""
+        while True:
+            try:
+                await step()
+            except Exception as error:  # noqa: BLE001 (classified here, retried or given up)
+                if not await self._gate.down(error):
+                    return error
+                log.warning("item waits for its dependencies: %r", error)
+                await self._until_up_or_stopped()
+            else:
+                return None
+
+    async def _until_up_or_stopped(self) -> None:
+        """Wait for the gate to open; a stop request cancels the wait (the message is nak'ed)."""
+        up = asyncio.ensure_future(self._gate.wait_up())
+        stop = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            done, _ = await asyncio.wait({up, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            up.cancel()
+            stop.cancel()
+        if up not in done:
+            raise asyncio.CancelledError
 
     async def _failed(self, message: Msg, delivery: Delivery, error: Exception) -> None:
         item = delivery.item
@@ -271,14 +313,19 @@ class WorkQueueRunner:
             await message.nak(delay=delay)
             return
         log.error("item %s failed on its last delivery: %s", item.item_id, error)
-        try:
+
+        async def give_up() -> None:
             await self._processor.give_up(
                 item,
                 code=FailCode.MAX_DELIVERIES,
                 message=f"gave up after {delivery.attempt} attempts: {error}",
             )
-        except Exception:
-            log.exception("could not give item %s up; the dead-letter mover will", item.item_id)
+
+        async with heartbeat(message, self._heartbeat_s):
+            problem = await self._outlasting_outages(give_up)
+        if problem is not None:
+            log.error("could not give item %s up (%r); the dead-letter mover will",
+                      item.item_id, problem)  # fmt: skip
             await message.nak()
             return
         await message.ack()
