@@ -1,11 +1,14 @@
 # syntax=docker/dockerfile:1
 # The lumiku-bgremover service image.
 #
-#   docker build -t lumiku-bgremover .                          hosted engines only
-#   docker build --build-arg EXTRAS=local -t lumiku-bgremover:local .
+#   docker build -t lumiku-bgremover .                          hosted engines, tracing (otel)
+#   docker build --build-arg EXTRAS=otel,local -t lumiku-bgremover:local .
 #                                                               + the local ONNX engine
-#   docker build --build-arg EXTRAS=local --build-arg BAKE_WEIGHTS=isnet-medium ...
+#   docker build --build-arg EXTRAS=otel,local --build-arg BAKE_WEIGHTS=isnet-medium ...
 #                                                               + its weights in /opt/lumiku/models
+#
+# The otel extra continues callers' traces (FastStream's subscriber spans) and sends
+# spans over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set; EXTRAS="" leaves it out.
 #
 # Runs as uid 10001 with a read-only root filesystem: HOME and TMPDIR point at /tmp and
 # MODEL_CACHE_DIR at /models, which the Helm chart mounts as writable volumes. Baked
@@ -14,8 +17,9 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-# "" (hosted engines only) or "local" (adds ONNX Runtime and NumPy).
-ARG EXTRAS=""
+# Comma-separated extras: "otel" (tracing: the SDK and the OTLP exporter), "local"
+# (ONNX Runtime and NumPy); "" for neither.
+ARG EXTRAS="otel"
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -29,6 +29,7 @@ from lumiku_bgremover.devtools import dev as dev_cmd
 from lumiku_bgremover.engines.base import EngineError
 from lumiku_bgremover.envparse import SettingsError
 from lumiku_bgremover.handlers.notifier import create_notifier_app
+from lumiku_bgremover.observability.export import tracer_provider
 from lumiku_bgremover.observability.logs import configure_logging
 from lumiku_bgremover.provisioning import ProvisionError
 from lumiku_bgremover.settings import Settings
@@ -43,8 +44,15 @@ Arguments = Callable[[argparse.ArgumentParser], None]
 
 
 async def cmd_run(settings: Settings, _: argparse.Namespace) -> int:
-    """Serve until SIGTERM or SIGINT; in-flight messages finish first."""
-    await create_app(settings).run(log_level=logging.getLevelName(settings.log_level))
+    """Serve until SIGTERM or SIGINT; in-flight messages finish first. Spans go to the
+    OTLP endpoint when one is configured (flushed on the way out)."""
+    provider = tracer_provider(settings.observability)
+    try:
+        app = create_app(settings, tracer_provider=provider)
+        await app.run(log_level=logging.getLevelName(settings.log_level))
+    finally:
+        if provider is not None:
+            provider.shutdown()
     return 0
 
 

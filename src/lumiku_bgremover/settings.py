@@ -172,6 +172,11 @@ class ObservabilitySettings:
     lag_interval_s: float = 15.0
     #: Seconds each readiness check (NATS, PostgreSQL, object store) may take.
     health_timeout_s: float = 2.0
+    #: Where spans are sent (OTLP over HTTP, the full `/v1/traces` URL); None: nowhere.
+    #: From `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`.
+    otlp_traces_endpoint: str | None = None
+    #: `service.name` of the spans (`OTEL_SERVICE_NAME`).
+    service_name: str = "lumiku-bgremover"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -383,7 +388,23 @@ def _observability(env: Env) -> ObservabilitySettings:
         metrics_host=env.text("METRICS_HOST", ALL_INTERFACES) or ALL_INTERFACES,
         lag_interval_s=env.number("QUEUE_LAG_INTERVAL_S", 15.0, lo=0.1, hi=3600.0),
         health_timeout_s=env.number("HEALTH_TIMEOUT_S", 2.0, lo=0.1, hi=60.0),
+        otlp_traces_endpoint=_otlp_traces_endpoint(env),
+        service_name=env.text("OTEL_SERVICE_NAME", "lumiku-bgremover") or "lumiku-bgremover",
     )
+
+
+def _otlp_traces_endpoint(env: Env) -> str | None:
+    """The OTLP/HTTP traces URL, as the OpenTelemetry specification builds it."""
+    traces = env.text("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    base = env.text("OTEL_EXPORTER_OTLP_ENDPOINT")
+    variable, url = (
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces)
+        if traces
+        else ("OTEL_EXPORTER_OTLP_ENDPOINT", base and f"{base.rstrip('/')}/v1/traces")
+    )
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise SettingsError(variable, f"expected an http(s):// URL, got {url!r}")
+    return url
 
 
 def _retention(env: Env) -> RetentionSettings:

@@ -19,13 +19,20 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from lumiku_bgremover.cli import parser
+from lumiku_bgremover.contracts.common import App
 from lumiku_bgremover.contracts.work import Lane
+from lumiku_bgremover.envparse import Env
+from lumiku_bgremover.integration_settings import (
+    integration_settings_from_env,
+    notifier_settings_from_env,
+)
 from lumiku_bgremover.provisioning import StreamNames, work_consumer_configs
 from lumiku_bgremover.settings import Limits, NatsSettings
 
 ROOT = Path(__file__).parents[2]
 CHART = ROOT / "deploy" / "helm" / "lumiku-bgremover"
-SETTINGS_PY = ROOT / "src" / "lumiku_bgremover" / "settings.py"
+PACKAGE = ROOT / "src" / "lumiku_bgremover"
 #: A current Kubernetes release, for validation and lint.
 KUBE_VERSION = "1.33.0"
 #: Kinds from CRDs (KEDA, Prometheus Operator): kubernetes-validate has no schema for them.
@@ -47,8 +54,31 @@ LOCAL_ENGINE = {
         "local": {"enabled": True, "threads": 2},
     },
 }
+INTEGRATIONS = {
+    "integrations": {
+        "apps": ["avatar-creator", "upscaler"],
+        "streams": {"avatar-creator": "AVATAR_EVENTS"},
+        "durables": {"upscaler": "BG_FROM_UPSCALER"},
+        "provisionStream": True,
+    },
+}
+NOTIFIER = {
+    "notifier": {
+        "enabled": True,
+        "replicaCount": 2,
+        "smtp": {
+            "host": "smtp.mail.svc",
+            "port": 2525,
+            "starttls": False,
+            "from": "Lumiku <hi@x.id>",
+        },
+    },
+    "secrets": {"smtpUser": "mailer", "smtpPassword": "mail-secret-1"},
+}
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
+    "integrations": INTEGRATIONS,
+    "notifier": NOTIFIER,
     "hpa": {"autoscaling": {"enabled": True}},
     "keda": {"keda": {"enabled": True}},
     "existing-secret": EXISTING_SECRET,
@@ -58,6 +88,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
         "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {}}]},
         "secrets": {"databaseUrl": "postgresql://u:p@db/lumiku", "s3AccessKey": "ak"},
+        "integrations": INTEGRATIONS["integrations"],
+        "notifier": {"enabled": True, "smtp": {"host": "smtp.mail.svc"}},
     },
 }
 
@@ -80,6 +112,12 @@ def render(chart: helm.Chart, values: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         docs += [doc for doc in yaml.safe_load_all(text) if doc]
     return docs
+
+
+def notes(chart: helm.Chart, values: dict[str, Any]) -> str:
+    files = chart.render(values, name="rel", namespace="apps", is_install=True)
+    [text] = [text for path, text in files.items() if path.endswith("NOTES.txt")]
+    return text
 
 
 def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -137,6 +175,7 @@ def test_every_manifest_is_valid_kubernetes(chart: helm.Chart, profile: str) -> 
 
 
 WORKER, API = "rel-lumiku-bgremover-worker", "rel-lumiku-bgremover-api"
+NOTIFIER_NAME = "rel-lumiku-bgremover-notifier"
 ROLES = {WORKER: "worker", API: "api"}
 
 
@@ -188,7 +227,9 @@ def test_probes_hit_the_health_endpoints(chart: helm.Chart, name: str) -> None:
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_one_deployment_per_role(chart: helm.Chart, profile: str) -> None:
     docs = render(chart, PROFILES[profile] | {"extraEnvVars": [{"name": "X", "value": "1"}]})
-    assert {d["metadata"]["name"] for d in of_kind(docs, "Deployment")} == set(ROLES)
+    notifier = PROFILES[profile].get("notifier", {}).get("enabled", False)
+    expected = set(ROLES) | ({NOTIFIER_NAME} if notifier else set())
+    assert {d["metadata"]["name"] for d in of_kind(docs, "Deployment")} == expected
     selectors = []
     for name, role in ROLES.items():
         deployment = one(docs, "Deployment", name)
@@ -359,18 +400,47 @@ def test_keda_triggers_are_the_provisioned_work_consumers(
 # --- configuration and secrets --------------------------------------------------------------
 
 
+def app_variables() -> set[str]:
+    """`<APP>_STREAM` and `<APP>_DURABLE`, which integration_settings.py names per app."""
+    return {f"{app.value.upper().replace('-', '_')}_{end}" for app in App
+            for end in ("STREAM", "DURABLE")}  # fmt: skip
+
+
 def settings_variables() -> set[str]:
-    """Every environment variable settings.py and engine_settings.py read."""
+    """Every environment variable the settings modules (`*settings.py`) read."""
     getter = r'env\.(?:text|integer|number|flag|items|file|dir|required)\(\s*"([A-Z0-9_]+)"'
     helper = r'\w+\(env, "([A-Z0-9_]+)"'  # _https_url(env, "HF_ENDPOINT", ...)
-    source = SETTINGS_PY.read_text() + SETTINGS_PY.with_name("engine_settings.py").read_text()
-    return set(re.findall(getter, source)) | set(re.findall(helper, source))
+    modules = sorted(PACKAGE.glob("*settings.py"))
+    assert {m.name for m in modules} >= {
+        "settings.py", "engine_settings.py", "integration_settings.py"}  # fmt: skip
+    source = "".join(module.read_text() for module in modules)
+    return set(re.findall(getter, source)) | set(re.findall(helper, source)) | app_variables()
+
+
+def test_settings_variables_finds_each_module() -> None:
+    found = settings_variables()
+    assert {"NATS_URL", "HF_ENDPOINT", "INTEGRATION_APPS", "SMTP_HOST", "NOTIFY_RETRY_S",
+            "UPSCALER_STREAM", "OTEL_EXPORTER_OTLP_ENDPOINT"} <= found  # fmt: skip
+    assert "SMTP_HOSTNAME" not in found
 
 
 SECRET_VARIABLES = {
     "DATABASE_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "NATS_USER", "NATS_PASSWORD",
-    "NATS_TOKEN", "HF_TOKEN", "SEGMIND_API_KEY",
+    "NATS_TOKEN", "HF_TOKEN", "SEGMIND_API_KEY", "SMTP_USER", "SMTP_PASSWORD",
 }  # fmt: skip
+
+
+def container_env(doc: dict[str, Any]) -> dict[str, str]:
+    """Literal `env` values of the service container of a Deployment."""
+    [service] = pod_spec(doc)["containers"]
+    return {e["name"]: e["value"] for e in service.get("env", []) if "value" in e}
+
+
+def environment(docs: list[dict[str, Any]], deployment: str) -> dict[str, str]:
+    """What the Deployment's container sees: ConfigMap, the chart's Secret, its env."""
+    secret = one(docs, "Secret", "rel-lumiku-bgremover").get("data") or {}
+    decoded = {k: base64.b64decode(v).decode() for k, v in secret.items()}
+    return config_data(docs) | decoded | container_env(one(docs, "Deployment", deployment))
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
@@ -382,6 +452,10 @@ def test_config_uses_the_variables_settings_reads(chart: helm.Chart, profile: st
         assert set(config["data"]) <= known - SECRET_VARIABLES
     for secret in of_kind(docs, "Secret"):
         assert set(secret.get("data") or {}) <= SECRET_VARIABLES
+    for deployment in of_kind(docs, "Deployment"):
+        [service] = pod_spec(deployment)["containers"]
+        named = {e["name"] for e in service["env"]}
+        assert named <= known - SECRET_VARIABLES, deployment["metadata"]["name"]
 
 
 def test_secrets_never_reach_a_configmap(chart: helm.Chart) -> None:
@@ -389,12 +463,14 @@ def test_secrets_never_reach_a_configmap(chart: helm.Chart) -> None:
         "databaseUrl": "DATABASE_URL", "s3AccessKey": "S3_ACCESS_KEY",
         "s3SecretKey": "S3_SECRET_KEY", "natsUser": "NATS_USER", "natsPassword": "NATS_PASSWORD",
         "natsToken": "NATS_TOKEN", "hfToken": "HF_TOKEN", "segmindApiKey": "SEGMIND_API_KEY",
+        "smtpUser": "SMTP_USER", "smtpPassword": "SMTP_PASSWORD",
     }  # fmt: skip
     markers = {field: f"marker-{field}-7f3a" for field in fields}
-    docs = render(chart, {"secrets": markers})
-    for config in of_kind(docs, "ConfigMap"):
-        text = yaml.safe_dump(config)
-        assert not [m for m in markers.values() if m in text]
+    docs = render(chart, {"secrets": markers} | {"notifier": NOTIFIER["notifier"]})
+    for doc in docs:  # ConfigMaps, and the pods' literal env (the notifier's SMTP_* too)
+        if doc["kind"] != "Secret":
+            text = yaml.safe_dump(doc)
+            assert not [m for m in markers.values() if m in text], doc["metadata"]["name"]
     for secret in of_kind(docs, "Secret"):  # the release's and the hook's copy
         decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
         assert decoded == {fields[f]: marker for f, marker in markers.items()}
@@ -466,6 +542,15 @@ work:
         {"config": {"logFormat": "xml"}},
         {"api": {"replicaCount": 0}},
         {"api": {"role": "worker"}},
+        {"integrations": {"apps": ["photoshop"]}},
+        {"integrations": {"apps": ["upscaler", "upscaler"]}},
+        {"integrations": {"streams": {"upscaler": "UP SCALER"}}},
+        {"integrations": {"durables": {"photoshop": "X"}}},
+        {"integrations": {"provisionStream": "yes"}},
+        {"notifier": {"enabled": True}},
+        {"notifier": {"replicaCount": 0}},
+        {"notifier": {"smtp": {"port": 0}}},
+        {"notifier": {"smtp": {"user": "u"}}},
     ],
 )
 def test_values_breaking_the_schema_are_refused(chart: helm.Chart, values: dict[str, Any]) -> None:
@@ -511,7 +596,138 @@ def test_helm_create_layout() -> None:
         "Chart.yaml", "values.yaml", "values.schema.json", "README.md", ".helmignore",
         "templates/_helpers.tpl", "templates/NOTES.txt", "templates/deployment.yaml",
         "templates/deployment-api.yaml", "templates/_deployment.tpl",
+        "templates/deployment-notifier.yaml",
         "templates/hpa.yaml", "templates/service.yaml", "templates/serviceaccount.yaml",
         "templates/tests/test-quote.yaml",
     ):  # fmt: skip
         assert (CHART / name).is_file(), name
+
+
+# --- integrations -------------------------------------------------------------------------------
+
+
+def hook_provision_args(docs: list[dict[str, Any]]) -> list[str]:
+    [provision] = pod_spec(one(docs, "Job", "rel-lumiku-bgremover-migrate"))["containers"]
+    return provision["args"]
+
+
+def test_a_fresh_install_waits_for_no_other_apps_stream(chart: helm.Chart) -> None:
+    docs = render(chart, {})
+    config = config_data(docs)
+    assert config["INTEGRATION_APPS"] == "none"
+    assert not app_variables() & set(config)
+    assert "INTEGRATIONS_PROVISION_STREAM" not in config
+    assert hook_provision_args(docs) == ["provision"]
+    integrations = integration_settings_from_env(Env(environment(docs, API)))
+    assert integrations.apps == frozenset()
+    assert integrations.bindings("BGREMOVE") == ()
+
+
+def test_each_enabled_app_is_bound_to_its_stream_and_durable(chart: helm.Chart) -> None:
+    docs = render(chart, INTEGRATIONS)
+    config = config_data(docs)
+    assert config["INTEGRATION_APPS"] == "avatar-creator,upscaler"
+    assert config["AVATAR_CREATOR_STREAM"] == "AVATAR_EVENTS"
+    assert config["UPSCALER_DURABLE"] == "BG_FROM_UPSCALER"
+    assert not {"POSE_GENERATOR_STREAM", "UPSCALER_STREAM", "AVATAR_CREATOR_DURABLE"} & set(config)
+    integrations = integration_settings_from_env(Env(environment(docs, WORKER)))
+    bindings = {b.app: (b.stream, b.durable) for b in integrations.bindings("BGREMOVE")}
+    assert bindings == {
+        App.AVATAR_CREATOR: ("AVATAR_EVENTS", "BGREMOVE_INTEGRATIONS_AVATAR_CREATOR"),
+        App.UPSCALER: ("BGREMOVE_INTEGRATIONS", "BG_FROM_UPSCALER"),
+    }
+    assert integrations.provision_stream is False  # only the hook creates it
+
+
+def test_only_the_hook_may_create_the_integrations_stream(chart: helm.Chart) -> None:
+    args = hook_provision_args(render(chart, INTEGRATIONS))
+    assert args == ["provision", "--integrations-stream"]
+    assert parser().parse_args(args).integrations_stream is True  # the flag the CLI takes
+    for deployment in of_kind(render(chart, INTEGRATIONS), "Deployment"):
+        assert pod_spec(deployment)["containers"][0]["args"] == ["run"]
+
+
+def test_the_readme_says_how_to_bind_each_app() -> None:
+    readme = (CHART / "README.md").read_text()
+    for name in ("INTEGRATION_APPS", "integrations.apps", "integrations.provisionStream",
+                 "--integrations-stream", *sorted(app_variables())):  # fmt: skip
+        assert name in readme, name
+
+
+# --- notifier ------------------------------------------------------------------------------------
+
+
+def test_no_notifier_unless_enabled(chart: helm.Chart) -> None:
+    docs = render(chart, {"notifier": {"smtp": {"host": "smtp"}}})
+    assert NOTIFIER_NAME not in {d["metadata"]["name"] for d in of_kind(docs, "Deployment")}
+    assert "SMTP_HOST" not in config_data(docs)
+
+
+def test_the_notifier_runs_its_command_with_smtp_settings(chart: helm.Chart) -> None:
+    docs = render(chart, NOTIFIER)
+    deployment = one(docs, "Deployment", NOTIFIER_NAME)
+    [service] = pod_spec(deployment)["containers"]
+    assert service["args"] == ["notifier"]
+    assert "ROLE" not in container_env(deployment)  # ROLE=notifier is not a role of `run`
+    assert deployment["spec"]["replicas"] == 2
+    assert service["resources"] == chart.values["notifier"]["resources"]
+    settings = notifier_settings_from_env(Env(environment(docs, NOTIFIER_NAME)))
+    smtp = settings.smtp
+    assert smtp is not None
+    assert (smtp.host, smtp.port, smtp.starttls, smtp.sender) == (
+        "smtp.mail.svc", 2525, False, "Lumiku <hi@x.id>")  # fmt: skip
+    assert (smtp.user, smtp.password) == ("mailer", "mail-secret-1")
+    assert (settings.retry_delay_s, settings.retry_max_s) == (30, 900)
+    for name in ROLES:  # the others get no SMTP settings of their own
+        assert not [k for k in container_env(one(docs, "Deployment", name)) if "SMTP" in k]
+
+
+def test_the_notifier_is_probed_like_the_other_roles(chart: helm.Chart) -> None:
+    docs = render(chart, NOTIFIER | {"metrics": {"port": 9191}})
+    [notifier] = pod_spec(one(docs, "Deployment", NOTIFIER_NAME))["containers"]
+    [worker] = pod_spec(one(docs, "Deployment", WORKER))["containers"]
+    for key in ("ports", "startupProbe", "livenessProbe", "readinessProbe", "securityContext"):
+        assert notifier[key] == worker[key], key
+    assert notifier["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    labels = pod_spec_labels(one(docs, "Deployment", NOTIFIER_NAME))
+    assert one(docs, "Service")["spec"]["selector"].items() <= labels.items()  # scraped too
+
+
+@pytest.mark.parametrize(("replicas", "budget"), [(1, False), (2, True)])
+def test_the_notifier_gets_a_disruption_budget_when_replicated(
+    chart: helm.Chart, replicas: int, budget: bool
+) -> None:
+    values = {"notifier": {"enabled": True, "replicaCount": replicas, "smtp": {"host": "h"}}}
+    docs = render(chart, values)
+    names = {d["metadata"]["name"] for d in of_kind(docs, "PodDisruptionBudget")}
+    assert (NOTIFIER_NAME in names) is budget
+    assert set(ROLES) <= names
+    if budget:
+        selector = one(docs, "Deployment", NOTIFIER_NAME)["spec"]["selector"]["matchLabels"]
+        pdb = one(docs, "PodDisruptionBudget", NOTIFIER_NAME)
+        assert pdb["spec"]["selector"]["matchLabels"] == selector
+
+
+def test_smtp_credentials_come_in_pairs(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmRenderError, match="go together"):
+        render(chart, {"secrets": {"smtpUser": "mailer"}})
+
+
+def test_smtp_credentials_from_an_existing_secret(chart: helm.Chart) -> None:
+    docs = render(chart, EXISTING_SECRET | {"notifier": NOTIFIER["notifier"]})
+    [service] = pod_spec(one(docs, "Deployment", NOTIFIER_NAME))["containers"]
+    assert {"secretRef": {"name": "lumiku-prod"}} in service["envFrom"]
+    assert of_kind(docs, "Secret") == []
+    readme = (CHART / "README.md").read_text()
+    assert "SMTP_USER" in readme
+    assert "SMTP_PASSWORD" in readme
+
+
+def test_notes_name_the_notifier_and_the_integrations(chart: helm.Chart) -> None:
+    fresh = notes(chart, {})
+    assert "INTEGRATION_APPS=none" in fresh
+    assert "notifier" not in fresh.lower().split("operate it")[0]
+    bound = notes(chart, INTEGRATIONS | NOTIFIER)
+    assert "avatar-creator on stream AVATAR_EVENTS" in bound
+    assert "upscaler on stream BGREMOVE_INTEGRATIONS" in bound
+    assert f"{NOTIFIER_NAME}" in bound

@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -62,9 +63,13 @@ def test_writable_paths_point_at_volumes() -> None:
         assert setting in stage
 
 
-def test_extras_are_a_build_argument() -> None:
+def test_extras_are_a_build_argument_with_tracing_by_default() -> None:
     text = DOCKERFILE.read_text()
-    assert 'ARG EXTRAS=""' in text
+    assert 'ARG EXTRAS="otel"' in text
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(dep.startswith("opentelemetry-exporter-otlp") for dep in extras["otel"])
     assert 'pip install --no-cache-dir ".${EXTRAS:+[${EXTRAS}]}"' in text
     assert 'ARG BAKE_WEIGHTS=""' in text
 

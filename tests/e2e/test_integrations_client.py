@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import pytest
 from PIL import Image
@@ -20,6 +21,7 @@ from lumiku_bgremover import billing
 from lumiku_bgremover.db import connect
 from lumiku_bgremover.settings import S3Settings
 from tests.e2e.test_contract_client import Inbox, s3_client
+from tests.fixtures._common import free_port
 from tests.fixtures.smtp import SmtpServer
 from tests.integration.service import cli, service_environment, service_process, wait_for_line
 
@@ -199,9 +201,16 @@ async def test_one_email_per_completed_batch(
     apps: Apps, smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
     smtp = smtp_server.settings
-    env = {**apps.env, "SMTP_HOST": smtp.host, "SMTP_PORT": str(smtp.port),
-           "SMTP_USER": smtp.user or "", "SMTP_PASSWORD": smtp.password or "",
-           "SMTP_CA_FILE": str(smtp.ca_file), "NOTIFY_RETRY_S": "0.2"}  # fmt: skip
+    env = {
+        **apps.env,
+        "SMTP_HOST": smtp.host,
+        "SMTP_PORT": str(smtp.port),
+        "SMTP_USER": smtp.user or "",
+        "SMTP_PASSWORD": smtp.password or "",
+        "SMTP_CA_FILE": str(smtp.ca_file),
+        "NOTIFY_RETRY_S": "0.2",
+        "METRICS_PORT": str(free_port()),
+    }  # fmt: skip  (its own: `run` holds the other)
     log_path = tmp_path / "notifier.log"
     with log_path.open("w+") as log:
         notifier = subprocess.Popen(  # noqa: ASYNC220 - a service, left running
@@ -210,6 +219,12 @@ async def test_one_email_per_completed_batch(
         )  # fmt: skip
         try:
             wait_for_line(log_path, "notifier ready", notifier)
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{env['METRICS_PORT']}"
+            ) as http:
+                assert (await http.get("/livez")).status_code == 200
+                ready = await http.get("/readyz")
+                assert ready.json()["checks"] == {"nats": "ok", "postgres": "ok"}, ready.text
             await run_mailed_batch(apps)
             [mail] = await asyncio.to_thread(smtp_server.mailbox.wait_for, 1, 60)
             assert mail["To"] == "ayu@example.com"

@@ -67,6 +67,24 @@ async def test_a_project_with_a_removal_block_is_one_discounted_batch(wired: Wir
     assert await wired.balance("ayu") == 500 - 183
 
 
+async def test_a_failed_avatar_is_named_in_its_item_failed(wired: Wired) -> None:
+    await wired.grant("abe", 100)
+    listed = await avatars(wired, "abe", 2)
+    gone = {"bucket": "lumiku-bgremover", "key": "originals/abe/gone.png"}
+    broken = await wired.upload("abe", "broken.png", b"not an image at all")
+    listed += [{"avatar_id": "av_gone", "image": gone}, {"avatar_id": "av_bad", "image": broken}]
+    await integrations(wired).on_avatar_project(project("abe", listed, removal={}))
+    await wired.work_all()
+    failed = {
+        e["source_id"]: (e["index"], e["code"]) for e in wired.events.of(subjects.ITEM_FAILED)
+    }
+    assert failed["av_gone"] == (2, "source_not_found")  # at intake: missing
+    assert set(failed) == {"av_gone", "av_bad"}  # av_bad: at work, it does not decode
+    assert failed["av_bad"][0] == 3
+    done = wired.events.of(subjects.ITEM_DONE)
+    assert sorted(e["source_id"] for e in done) == ["av_0", "av_1"]
+
+
 async def test_the_setting_decides_when_the_event_does_not_ask(wired: Wired) -> None:
     await wired.grant("bea", 100)
     listed = await avatars(wired, "bea", 2)

@@ -15,7 +15,8 @@ charges; an event that asks for nothing (setting off, empty project, a `then`
 step for another service) is acknowledged and logged, and publishes nothing.
 
 Results: store `item.done.result` (`{bucket, key}`), not `url`: presigned URLs
-expire (`url_expires_at`). `item.done.source_id` echoes your id of the image.
+expire (`url_expires_at`). `item.done.source_id` and `item.failed.source_id` echo
+your id of the image.
 Where the events of your app live is configuration on our side
 (`<APP>_STREAM`, `<APP>_DURABLE`, `INTEGRATION_APPS`).
 """
@@ -34,7 +35,8 @@ _AVATAR: Final = """\
   `no_runnable_images`, ...), one `bgremove.item.done` or `bgremove.item.failed`
   per avatar, and one `bgremove.batch.completed`.
 - Correlation: `{app: "avatar-creator", ref: <project_id>}` unless the event
-  carries its own `correlation`; each `item.done` names the avatar in `source_id`.
+  carries its own `correlation`; each `item.done` and `item.failed` names the avatar
+  in `source_id`.
 """
 
 _POSE: Final = """\

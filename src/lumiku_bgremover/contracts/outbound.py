@@ -141,6 +141,8 @@ class ItemFailed(Message, frozen=True, kw_only=True):
     message: Text
     credits_refunded: Credits
     correlation: Correlation | None = None
+    #: The requester's id of the image (`ImageInput.source_id`; an avatar id).
+    source_id: Ident | None = None
     failed_at: AwareDatetime
 
 

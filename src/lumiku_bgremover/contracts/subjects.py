@@ -181,7 +181,8 @@ REGISTRY: Final[tuple[Contract, ...]] = (
         (integrations.AvatarProjectCompleted,),
         "From Avatar Creator: a project's avatars become one batch (credits, volume "
         "discount) when the event has a `removal` block or the user's avatar-creator "
-        "setting is on; each `item.done` names its `source_id` (the avatar id).",
+        "setting is on; each `item.done` and `item.failed` names its `source_id` "
+        "(the avatar id).",
     ),
     Contract(
         POSE_GENERATED,

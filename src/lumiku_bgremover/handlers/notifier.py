@@ -2,7 +2,8 @@
 
 Its own durable consumer on the events stream (provisioned with the others),
 NACK on error: a refused send comes back after a growing delay; an unexpected
-failure (database down) too. Nothing else runs in this role.
+failure (database down) too. Nothing else runs in this role but the metrics and
+health server on `METRICS_PORT` (`/metrics`, `/livez`, `/readyz`: NATS and PostgreSQL).
 """
 
 from __future__ import annotations
@@ -12,16 +13,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Final
 
+import asyncpg
 from faststream import AckPolicy, Context, ContextRepo, FastStream
 from faststream.exceptions import NackMessage
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
+from faststream.nats.prometheus import NatsPrometheusMiddleware
+from prometheus_client import CollectorRegistry
 
 from lumiku_bgremover import db, messaging
 from lumiku_bgremover.app import check_schema
 from lumiku_bgremover.envparse import SettingsError
 from lumiku_bgremover.integrations.mailer import Mailer, SmtpMailer
 from lumiku_bgremover.integrations.notify import Notifier, SendFailedError, retry_delay
+from lumiku_bgremover.observability.health import Ping, Readiness, nats_check, postgres_check
+from lumiku_bgremover.observability.runtime import serve_health
 from lumiku_bgremover.provisioning import StreamNames, notifier_consumer_config
 from lumiku_bgremover.queue import backoff_delay
 from lumiku_bgremover.services import Clock, utc_now
@@ -69,13 +75,32 @@ def register_notifier_handler(broker: NatsBroker, settings: Settings) -> None:
         await notify(notifier, settings, msg)
 
 
+def notifier_readiness(settings: Settings, pool: asyncpg.Pool, ping: Ping) -> Readiness:
+    """NATS (through `ping`) and PostgreSQL: what the notifier needs to send and record."""
+    timeout = settings.observability.health_timeout_s
+    checks = {"nats": nats_check(ping, timeout), "postgres": postgres_check(pool, timeout)}
+    return Readiness(checks, timeout_s=timeout)
+
+
+def notifier_registry(broker: NatsBroker, settings: Settings) -> CollectorRegistry:
+    """A fresh registry with FastStream's subscriber metrics when the server is on."""
+    registry = CollectorRegistry()
+    if settings.observability.metrics_port:
+        broker.add_middleware(
+            NatsPrometheusMiddleware(registry=registry, app_name=messaging.CLIENT_NAME)
+        )
+    return registry
+
+
 def create_notifier_app(
     settings: Settings, *, mailer: Mailer | None = None, clock: Clock = utc_now
 ) -> FastStream:
-    """The `notifier` role: a broker with one subscriber and a database pool."""
+    """The `notifier` role: a broker with one subscriber, a database pool, and the
+    metrics and health server (off when `METRICS_PORT` is 0)."""
     mailer = mailer or mailer_for(settings)
     broker = messaging.build_broker(settings.nats)
     register_notifier_handler(broker, settings)
+    registry = notifier_registry(broker, settings)
     context = ContextRepo()
 
     @asynccontextmanager
@@ -85,7 +110,9 @@ def create_notifier_app(
             await check_schema(pool)
             sender = settings.notifier.smtp.sender if settings.notifier.smtp else "lumiku"
             context.set_global(NOTIFIER_KEY, Notifier(pool, mailer, sender, clock))
-            yield
+            readiness = notifier_readiness(settings, pool, broker.ping)
+            async with serve_health(settings.observability, registry, readiness):
+                yield
         finally:
             await pool.close()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from prometheus_client import CollectorRegistry
+
 from lumiku_bgremover import messaging
 from lumiku_bgremover.observability.health import (
     Ping,
@@ -17,8 +19,9 @@ from lumiku_bgremover.observability.lag import LagMonitor
 from lumiku_bgremover.observability.metrics import Metrics
 from lumiku_bgremover.observability.server import HealthServer
 from lumiku_bgremover.services import Services
+from lumiku_bgremover.settings import ObservabilitySettings
 
-__all__ = ["METRICS_KEY", "observe", "readiness_of"]
+__all__ = ["METRICS_KEY", "observe", "readiness_of", "serve_health"]
 
 #: Key under which handlers find the `Metrics` in FastStream's context.
 METRICS_KEY = "metrics"
@@ -58,3 +61,20 @@ async def observe(
     finally:
         await server.stop()
         await messaging.close(nc)
+
+
+@asynccontextmanager
+async def serve_health(
+    config: ObservabilitySettings, registry: CollectorRegistry, readiness: Readiness
+) -> AsyncIterator[HealthServer | None]:
+    """Serve `/metrics`, `/livez`, `/readyz` with no lag monitor (the notifier role);
+    None when the port is 0."""
+    if config.metrics_port == 0:
+        yield None
+        return
+    server = HealthServer(registry, readiness, host=config.metrics_host, port=config.metrics_port)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

@@ -54,12 +54,15 @@ class Announcer:
         """`batch.accepted`, once per batch."""
         await self._publisher.publish(subjects.BATCH_ACCEPTED, event, key=event.batch_id)
 
-    async def failed(self, batch: repo.Batch, item: repo.Item) -> None:
+    async def failed(
+        self, batch: repo.Batch, item: repo.Item, source_id: str | None = None
+    ) -> None:
         """`item.failed` for a stored failed item (its code, message and time as stored)."""
         await self.item_failed(
             batch, item_id=item.id, index=item.idx, filename=item.filename,
             code=item.error_code or FailCode.INTERNAL_ERROR,
             message=item.error_message or "", failed_at=item.finished_at,
+            source_id=source_id,
         )  # fmt: skip
 
     async def item_failed(
@@ -72,13 +75,17 @@ class Announcer:
         code: FailCode,
         message: str,
         failed_at: datetime | None = None,
+        source_id: str | None = None,
     ) -> None:
-        """`item.failed`; a single image's refund is its whole price, a batch image's 0."""
+        """`item.failed`; a single image's refund is its whole price, a batch image's 0.
+
+        `source_id` is the requester's id of the image (an avatar id), as in `item.done`.
+        """
         refund = batch.credits_charged if batch.mode is RequestMode.SINGLE else 0
         event = ItemFailed(
             batch_id=batch.id, item_id=item_id, user_id=batch.user_id, index=index,
             filename=filename, code=code, message=one_line(message, code.value),
-            credits_refunded=refund, correlation=batch.correlation,
+            credits_refunded=refund, correlation=batch.correlation, source_id=source_id,
             failed_at=failed_at or self._clock(),
         )  # fmt: skip
         await self._publisher.publish(subjects.ITEM_FAILED, event, key=item_id)

@@ -275,7 +275,7 @@ class Intake:
         await self._announcer.accepted(self._accepted(batch))
         for item in items:
             if item.status is repo.ItemState.FAILED and item.attempts == 0:
-                await self._announcer.failed(batch, item)
+                await self._announcer.failed(batch, item, images[item.idx].source_id)
         return batch
 
     def _work_item(

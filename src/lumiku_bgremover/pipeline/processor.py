@@ -189,7 +189,7 @@ class ItemProcessor:
             url = await self._store.presigned_get_url(row.result_key, ttl_s=self._ttl)
             await self._announce_done(item, _stored_result(row), url)
         elif row.status is repo.ItemState.FAILED:
-            await self._announcer.failed(batch, row)
+            await self._announcer.failed(batch, row, item.source_id)
         if batch.all_ended:
             await self._finalizer.finalize(batch.id)
 
@@ -221,7 +221,7 @@ class ItemProcessor:
     ) -> None:
         await self._announcer.item_failed(
             batch, item_id=item.item_id, index=item.index, filename=item.filename,
-            code=code, message=message,
+            code=code, message=message, source_id=item.source_id,
         )  # fmt: skip
 
 

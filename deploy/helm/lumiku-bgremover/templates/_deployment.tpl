@@ -2,7 +2,8 @@
 One Deployment of the service's image in one role (ROLE=worker or ROLE=api).
 Called with a dict: "root" (the chart context), "role", "replicas", "scaled" (an HPA or
 KEDA owns the replica count: no `replicas`), "resources" and "weights" (the local
-engine's weights: only workers run engines).
+engine's weights: only workers run engines); optionally "command" (default "run":
+ROLE is set for it only; the notifier runs `notifier`) and "env" (more variables, YAML).
 */}}
 {{- define "lumiku.deployment" -}}
 {{- $root := .root }}
@@ -72,7 +73,7 @@ spec:
         - name: service
           image: {{ include "lumiku.image" $root }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-          args: ["run"]
+          args: [{{ .command | default "run" | quote }}]
           securityContext:
             {{- toYaml $root.Values.securityContext | nindent 12 }}
           ports:
@@ -82,8 +83,13 @@ spec:
           envFrom:
             {{- include "lumiku.envFrom" (dict "configMap" (include "lumiku.fullname" $root) "secret" (include "lumiku.secretName" $root)) | nindent 12 }}
           env:
+            {{- if eq (.command | default "run") "run" }}
             - name: ROLE
               value: {{ .role | quote }}
+            {{- end }}
+            {{- with .env }}
+            {{- . | nindent 12 }}
+            {{- end }}
             {{- with $root.Values.extraEnvVars }}
             {{- toYaml . | nindent 12 }}
             {{- end }}

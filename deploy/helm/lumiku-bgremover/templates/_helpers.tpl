@@ -128,12 +128,60 @@ RETENTION_RESULTS_DAYS: {{ .Values.retention.resultsDays | quote }}
 RETENTION_ARCHIVES_DAYS: {{ .Values.retention.archivesDays | quote }}
 RETENTION_ORIGINALS_DAYS: {{ .Values.retention.originalsDays | quote }}
 RETENTION_BATCHES_DAYS: {{ .Values.retention.batchesDays | quote }}
+{{ include "lumiku.integrationsData" . }}
+{{- end }}
+
+{{/*
+Which apps' events start removals, and where they are consumed (integration_settings.py):
+INTEGRATION_APPS ("none" when the list is empty: a fresh install needs no other app's
+stream), then <APP>_STREAM and <APP>_DURABLE for each name given.
+*/}}
+{{- define "lumiku.integrationsData" -}}
+{{- $i := .Values.integrations }}
+INTEGRATION_APPS: {{ join "," $i.apps | default "none" | quote }}
+{{- range $app, $stream := $i.streams }}
+{{- if $stream }}
+{{ include "lumiku.appVariable" $app }}_STREAM: {{ $stream | quote }}
+{{- end }}
+{{- end }}
+{{- range $app, $durable := $i.durables }}
+{{- if $durable }}
+{{ include "lumiku.appVariable" $app }}_DURABLE: {{ $durable | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* An app's variable prefix: avatar-creator -> AVATAR_CREATOR. */}}
+{{- define "lumiku.appVariable" -}}
+{{- . | upper | replace "-" "_" }}
+{{- end }}
+
+{{/* Settings of the notifier role only (SMTP_*, NOTIFY_*), as container env; SMTP_USER and
+SMTP_PASSWORD come from the Secret with the others. */}}
+{{- define "lumiku.notifierEnv" -}}
+{{- $n := .Values.notifier }}
+- name: SMTP_HOST
+  value: {{ required "notifier.smtp.host is required when notifier.enabled" $n.smtp.host | quote }}
+- name: SMTP_PORT
+  value: {{ $n.smtp.port | quote }}
+- name: SMTP_STARTTLS
+  value: {{ $n.smtp.starttls | quote }}
+{{- with $n.smtp.from }}
+- name: SMTP_FROM
+  value: {{ . | quote }}
+{{- end }}
+- name: SMTP_TIMEOUT_S
+  value: {{ $n.smtp.timeoutS | quote }}
+- name: NOTIFY_RETRY_S
+  value: {{ $n.retryS | quote }}
+- name: NOTIFY_RETRY_MAX_S
+  value: {{ $n.retryMaxS | quote }}
 {{- end }}
 
 {{/* Secret settings given in values (only when no existingSecret is named). */}}
 {{- define "lumiku.secretData" -}}
 {{- $s := .Values.secrets }}
-{{- range $key, $value := dict "DATABASE_URL" $s.databaseUrl "S3_ACCESS_KEY" $s.s3AccessKey "S3_SECRET_KEY" $s.s3SecretKey "NATS_USER" $s.natsUser "NATS_PASSWORD" $s.natsPassword "NATS_TOKEN" $s.natsToken "HF_TOKEN" $s.hfToken "SEGMIND_API_KEY" $s.segmindApiKey }}
+{{- range $key, $value := dict "DATABASE_URL" $s.databaseUrl "S3_ACCESS_KEY" $s.s3AccessKey "S3_SECRET_KEY" $s.s3SecretKey "NATS_USER" $s.natsUser "NATS_PASSWORD" $s.natsPassword "NATS_TOKEN" $s.natsToken "HF_TOKEN" $s.hfToken "SEGMIND_API_KEY" $s.segmindApiKey "SMTP_USER" $s.smtpUser "SMTP_PASSWORD" $s.smtpPassword }}
 {{- if $value }}
 {{ $key }}: {{ $value | b64enc | quote }}
 {{- end }}
@@ -201,5 +249,8 @@ Called with a dict: "root" (the chart context) and "weights" (mount the weights 
 {{- end }}
 {{- if and .Values.autoscaling.enabled .Values.keda.enabled }}
 {{- fail "autoscaling.enabled (HPA) and keda.enabled are mutually exclusive: choose one" }}
+{{- end }}
+{{- if ne (empty .Values.secrets.smtpUser) (empty .Values.secrets.smtpPassword) }}
+{{- fail "secrets.smtpUser and secrets.smtpPassword go together: set both or neither" }}
 {{- end }}
 {{- end }}
