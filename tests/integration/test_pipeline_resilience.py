@@ -5,15 +5,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import msgspec
-import nats
 import pytest
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from lumiku_bgremover.contracts import subjects
 from lumiku_bgremover.contracts.common import Tier
-from lumiku_bgremover.provisioning import StreamNames
 from lumiku_bgremover.settings import S3Settings, Settings
+from tests.fixtures.events import stored_events
 from tests.integration.pipeline_harness import (
     Client,
     batch_request,
@@ -55,27 +52,6 @@ async def test_a_single_image_does_not_wait_behind_a_bulk_batch(settings: Settin
         alice_before_bob = sum(1 for e in done if e["user_id"] == "alice")
         assert alice_before_bob <= 50, f"{alice_before_bob} of alice's items went first"
         await client.events.wait(lambda log: len(log.of(subjects.BATCH_COMPLETED)) == 2, 120)
-
-
-async def stored_events(settings: Settings, subject: str) -> list[dict[str, object]]:
-    """Every event the events stream holds on `subject` (what stream consumers get)."""
-    nc = await nats.connect(list(settings.nats.servers))
-    try:
-        js = nc.jetstream()
-        sub = await js.pull_subscribe(
-            subjects.with_prefix(settings.nats.subject_prefix, subject),
-            stream=StreamNames.of(settings.nats).events,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-        )
-        bodies: list[dict[str, object]] = []
-        while True:
-            try:
-                messages = await sub.fetch(100, timeout=1)
-            except nats.errors.TimeoutError:
-                return bodies
-            bodies += [msgspec.json.decode(m.data) for m in messages]
-    finally:
-        await nc.close()
 
 
 @pytest.fixture

@@ -7,18 +7,15 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import msgspec
 import nats
 from minio import Minio
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from lumiku_bgremover.contracts import subjects
 from lumiku_bgremover.db import connect
-from lumiku_bgremover.provisioning import StreamNames
 from lumiku_bgremover.settings import S3Settings, Settings
 from lumiku_bgremover.storage import build_object_store
+from tests.fixtures.events import stored_events
 from tests.integration.pipeline_harness import Client, EventLog, batch_request, photo
 from tests.integration.service import service_environment, service_settings
 from tests.reliability.harness import NatsNode, Service, eventually
@@ -107,26 +104,6 @@ async def wait_batches_completed(database_url: str, count: int, timeout_s: float
         return int(n) >= count
 
     await eventually(check, timeout_s, f"{count} batches ended")
-
-
-async def stored_events(settings: Settings, subject: str) -> list[dict[str, Any]]:
-    """Every event the events stream holds on `subject` (what stream consumers get)."""
-    nc = await nats.connect(list(settings.nats.servers))
-    try:
-        sub = await nc.jetstream().pull_subscribe(
-            subjects.with_prefix(settings.nats.subject_prefix, subject),
-            stream=StreamNames.of(settings.nats).events,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-        )
-        bodies: list[dict[str, Any]] = []
-        while True:
-            try:
-                messages = await sub.fetch(100, timeout=1)
-            except TimeoutError:  # nats-py raises its own or asyncio's: nothing left
-                return bodies
-            bodies += [msgspec.json.decode(m.data) for m in messages]
-    finally:
-        await nc.close()
 
 
 def objects_under(s3: S3Settings, prefix: str) -> list[str]:
