@@ -19,6 +19,10 @@ CLIENT_NAME = "lumiku-bgremover"
 #: FastStream's service and access lines go through this logger, so they take the
 #: service's log format (FastStream's own loggers write coloured text to stdout).
 BROKER_LOGGER = "lumiku_bgremover.faststream"
+#: Level of FastStream's per-message "Received"/"Processed" lines: DEBUG, so a busy
+#: request-reply subject (quotes) writes no line per message at INFO. Handler errors are
+#: still logged at ERROR; our handlers log what they decide themselves.
+ACCESS_LOG_LEVEL = logging.DEBUG
 #: Seconds a stopping broker waits for in-flight handlers before giving up on them.
 GRACEFUL_TIMEOUT_S = 30.0
 
@@ -77,4 +81,5 @@ def build_broker(settings: NatsSettings) -> NatsBroker:
         ack_policy=AckPolicy.NACK_ON_ERROR,
         graceful_timeout=GRACEFUL_TIMEOUT_S,
         logger=logging.getLogger(BROKER_LOGGER),
+        log_level=ACCESS_LOG_LEVEL,
     )

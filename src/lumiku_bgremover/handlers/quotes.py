@@ -15,10 +15,20 @@ from lumiku_bgremover.pricing import InvalidCount, PricingError, UnknownTier
 from lumiku_bgremover.services import Services
 from lumiku_bgremover.settings import Settings
 
-__all__ = ["QUOTE_QUEUE", "answer_quote", "pricing_error", "quote", "register_quote_handler"]
+__all__ = [
+    "QUOTE_QUEUE",
+    "QUOTE_WORKERS",
+    "answer_quote",
+    "pricing_error",
+    "quote",
+    "register_quote_handler",
+]
 
 #: Core-NATS queue group: replicas share the quote subject, each request answered once.
 QUOTE_QUEUE: Final = "bgremove-quote"
+#: Quotes one replica answers at once (a quote waits on one query; the database pool
+#: bounds how many of them run at a time, the rest wait for a connection).
+QUOTE_WORKERS: Final = 64
 
 
 def pricing_error(error: PricingError) -> ContractError:
@@ -57,8 +67,11 @@ async def answer_quote(services: Services, body: bytes) -> bytes:
 
 
 def register_quote_handler(broker: NatsBroker, settings: Settings) -> None:
-    """Subscribe the quote subject (under the deployment prefix) in the queue group."""
+    """Subscribe the quote subject (under the deployment prefix) in the queue group,
+    answering up to `QUOTE_WORKERS` requests at once."""
 
-    @broker.subscriber(with_prefix(settings.nats.subject_prefix, QUOTE), queue=QUOTE_QUEUE)
+    subject = with_prefix(settings.nats.subject_prefix, QUOTE)
+
+    @broker.subscriber(subject, queue=QUOTE_QUEUE, max_workers=QUOTE_WORKERS)
     async def on_quote(msg: NatsMessage, services: InjectedServices) -> bytes:
         return await answer_quote(services, msg.body)
