@@ -43,8 +43,8 @@ contracts-check: $(DEV_STAMP)
 demo: $(DEMO_STAMP)
 	$(BIN)/lumiku-bgremover demo $(PHOTO_DIR)
 
-bench: $(DEV_STAMP)
-	$(BIN)/python bench/bench_archive.py
+bench:
+	$(PYTHON) bench/run.py $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
