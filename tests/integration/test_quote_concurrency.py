@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+import fast_depends.utils
 import pytest
 import pytest_asyncio
 
@@ -77,3 +78,28 @@ async def test_quotes_are_handled_concurrently(
     assert held.arrived == TOGETHER
     per_message = [r for r in caplog.records if r.getMessage() in {"Received", "Processed"}]
     assert per_message == []
+
+
+async def test_a_quote_takes_no_worker_thread(
+    gate: tuple[Gate, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastStream `Context` parameters are resolved in a worker thread per message;
+    the quote handler has none, so answering a quote stays on the event loop."""
+    _, settings = gate
+    hops: list[object] = []
+    original = fast_depends.utils.run_in_threadpool
+
+    async def counted(func: object, *args: object, **kwargs: object) -> object:
+        hops.append(func)
+        return await original(func, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fast_depends.utils, "run_in_threadpool", counted)
+    subject = with_prefix(settings.nats.subject_prefix, QUOTE)
+    nc = await connect(settings.nats.servers[0])
+    body = b'{"user_id": "u1", "tier": "basic", "count": 3}'
+    try:
+        replies = [await nc.request(subject, body, timeout=5.0) for _ in range(5)]
+    finally:
+        await nc.close()
+    assert all(b'"total":9' in reply.data for reply in replies)
+    assert hops == []
