@@ -30,22 +30,30 @@ _SRGB: Final = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def _box_blur(values: Array, radius: int) -> Array:
-    """Mean over a (2r+1)^2 window, shrunk at the borders (integral images; any channels)."""
-    height, width = values.shape[:2]
-    padded = np.zeros((height + 1, width + 1, *values.shape[2:]), dtype=np.float64)
-    padded[1:, 1:] = values.cumsum(0).cumsum(1)
-    rows = np.arange(height)
-    cols = np.arange(width)
-    top, bottom = np.clip(rows - radius, 0, height), np.clip(rows + radius + 1, 0, height)
-    left, right = np.clip(cols - radius, 0, width), np.clip(cols + radius + 1, 0, width)
-    total = (
-        padded[bottom][:, right] - padded[top][:, right]
-        - padded[bottom][:, left] + padded[top][:, left]
-    )  # fmt: skip
-    count = np.outer(bottom - top, right - left).astype(np.float64)
-    if values.ndim == 3:  # noqa: PLR2004 - height, width, channels
-        count = count[..., np.newaxis]
-    return (total / count).astype(np.float32)
+    """Mean over a (2r+1)^2 window, shrunk at the borders (any channels).
+
+    Separable: the window's sum and its cell count are both products of a row and a
+    column part, so the mean is a mean along rows of a mean along columns, each from a
+    float64 running sum (one gather per axis instead of four 2-D gathers).
+    """
+    return _box_mean(_box_mean(values, radius, 0), radius, 1).astype(np.float32)
+
+
+def _box_mean(values: npt.NDArray[np.floating], radius: int, axis: int) -> npt.NDArray[np.float64]:
+    size = values.shape[axis]
+    shape = list(values.shape)
+    shape[axis] = size + 1
+    sums = np.zeros(shape, dtype=np.float64)
+    inner: list[slice] = [slice(None)] * values.ndim
+    inner[axis] = slice(1, None)
+    np.cumsum(values, axis=axis, dtype=np.float64, out=sums[tuple(inner)])
+    positions = np.arange(size)
+    low = np.clip(positions - radius, 0, size)
+    high = np.clip(positions + radius + 1, 0, size)
+    total = np.take(sums, high, axis=axis) - np.take(sums, low, axis=axis)
+    counts = [1] * values.ndim
+    counts[axis] = size
+    return total / (high - low).astype(np.float64).reshape(counts)
 
 
 def _fusion_pass(
