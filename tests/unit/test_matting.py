@@ -10,8 +10,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 from skimage import data
 
-from lumiku_bgremover.contracts.common import OutputFormat, OutputOptions
 from lumiku_bgremover import matting
+from lumiku_bgremover.contracts.common import OutputFormat, OutputOptions
 from lumiku_bgremover.imaging import compose, decode
 from lumiku_bgremover.matting import cap_size, estimate_foreground, has_soft_edges, to_srgb
 
