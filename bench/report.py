@@ -51,7 +51,7 @@ def table(result: dict[str, Any]) -> list[str]:
         samples = ", ".join(f"{v:.3g}" for v in result["samples"][name])
         rows.append(f"| {name} | {median:.3g} | {samples} | {result['ratios'][name]:.2f} |")
     extra = {k: v for k, v in result.items() if k in {"vs_rembg", "matte_mean_abs_diff_max",
-             "matte_iou_min", "p99_ms", "p99_ratio", "item_times", "config"}}  # fmt: skip
+             "matte_iou_min", "p99_ms", "p99_ratio", "item_times", "config", "plumbing_ratio"}}  # fmt: skip
     return [*rows, "", *(f"- {k}: {_fmt(v)}" for k, v in extra.items()), ""]
 
 

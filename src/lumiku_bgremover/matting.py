@@ -34,9 +34,15 @@ def _box_blur(values: Array, radius: int) -> Array:
 
     Separable: the window's sum and its cell count are both products of a row and a
     column part, so the mean is a mean along rows of a mean along columns, each from a
-    float64 running sum (one gather per axis instead of four 2-D gathers).
+    float64 running sum (one gather per axis instead of four 2-D gathers). Channels go
+    one at a time, so the float64 temporaries are a single plane's.
     """
-    return _box_mean(_box_mean(values, radius, 0), radius, 1).astype(np.float32)
+    if values.ndim == 2:  # noqa: PLR2004 - one plane
+        return _box_mean(_box_mean(values, radius, 0), radius, 1).astype(np.float32)
+    out = np.empty(values.shape, dtype=np.float32)
+    for channel in range(values.shape[2]):
+        out[..., channel] = _box_blur(values[..., channel], radius)
+    return out
 
 
 def _box_mean(values: npt.NDArray[np.floating], radius: int, axis: int) -> npt.NDArray[np.float64]:
