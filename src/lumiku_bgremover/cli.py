@@ -29,7 +29,7 @@ from lumiku_bgremover.devtools import dev as dev_cmd
 from lumiku_bgremover.engines.base import EngineError
 from lumiku_bgremover.envparse import SettingsError
 from lumiku_bgremover.handlers.notifier import create_notifier_app
-from lumiku_bgremover.memory import fix_mmap_threshold
+from lumiku_bgremover.memory import start_trimming
 from lumiku_bgremover.observability.logs import configure_logging
 from lumiku_bgremover.provisioning import ProvisionError
 from lumiku_bgremover.settings import Settings
@@ -45,7 +45,7 @@ Arguments = Callable[[argparse.ArgumentParser], None]
 
 async def cmd_run(settings: Settings, _: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT; in-flight messages finish first."""
-    fix_mmap_threshold()  # freed image buffers go back to the system (memory.py)
+    start_trimming()  # freed image buffers go back to the system (memory.py)
     await create_app(settings).run(log_level=logging.getLevelName(settings.log_level))
     return 0
 

@@ -1,4 +1,4 @@
-"""glibc's mmap threshold is fixed for the worker, so freed image buffers leave the process."""
+"""The worker hands freed image buffers back to the system (glibc `malloc_trim`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import ctypes.util
 import platform
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -13,42 +14,43 @@ from lumiku_bgremover import memory
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 
-#: Allocates, frees and allocates again an 8 MiB buffer; prints whether the second one
-#: was mmapped too (glibc's `mallinfo2().hblkhd`: bytes in mmapped blocks).
+#: Frees every other one of 400 MiB of 64 KiB blocks (heap, not mmap: holes the heap
+#: cannot shrink past), then prints the resident MiB before and after one `trim`.
 PROBE = """
-import ctypes, sys
-import numpy as np
+import gc
 from lumiku_bgremover import memory
 
-class Info(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-                 "uordblks", "fordblks", "keepcost")]
+def resident_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
 
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = Info
-if sys.argv[1] == "fixed":
-    memory.fix_mmap_threshold()
-first = np.ones(1 << 20)
-del first  # glibc's dynamic threshold now rises to 8 MiB unless it is fixed
-base = libc.mallinfo2().hblkhd
-second = np.ones(1 << 20)
-print(libc.mallinfo2().hblkhd - base >= 8 << 20)
+blocks = [bytearray(64 * 1024) for _ in range(6400)]  # below the mmap threshold
+del blocks[::2]
+gc.collect()
+before = resident_mib()
+memory.trim(memory.glibc())
+print(before, resident_mib())
 """
 
 
-def second_buffer_mmapped(mode: str) -> bool:
-    done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True,
+@pytest.mark.skipif(not GLIBC, reason="malloc_trim is glibc's")
+def test_trimming_returns_freed_heap_memory() -> None:
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
                           check=True)  # fmt: skip
-    return done.stdout.strip() == "True"
+    before, after = map(int, done.stdout.split())
+    assert before - after >= 150  # of the 200 MiB freed in holes
 
 
-@pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
-def test_large_buffers_stay_mmapped_after_one_is_freed() -> None:
-    assert second_buffer_mmapped("fixed")
-    assert not second_buffer_mmapped("default")  # what the fix is for
+@pytest.mark.skipif(not GLIBC, reason="malloc_trim is glibc's")
+def test_the_trimming_thread_runs_until_stopped() -> None:
+    stop = memory.start_trimming(0.01)
+    assert stop is not None
+    assert any(t.name == "lumiku-malloc-trim" for t in threading.enumerate())
+    stop.set()
 
 
-def test_without_glibc_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_glibc_nothing_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ctypes.util, "find_library", lambda _name: "/nonexistent/libc.so")
-    assert memory.fix_mmap_threshold() is False
+    assert memory.glibc() is None
+    assert memory.start_trimming() is None
