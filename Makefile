@@ -22,8 +22,8 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 install: $(DEV_STAMP)
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy --strict src/lumiku_bgremover

@@ -64,7 +64,7 @@ async def interleaved(
     result = Rounds()
     names = list(variants)
     for index in range(rounds):
-        order = names[index % len(names):] + names[: index % len(names)]
+        order = names[index % len(names) :] + names[: index % len(names)]
         for name in order:
             value = await variants[name]()
             result.add(name, value)
@@ -174,8 +174,8 @@ async def running(bench: Bench, env: Mapping[str, str], log: Path, count: int = 
     with contextlib.ExitStack() as stack:
         procs = [stack.enter_context(service(env, log))]
         await until_answering(bench)
-        for _ in range(count - 1):
-            procs.append(stack.enter_context(service({**env, "ROLE": "worker"}, log)))
+        worker = {**env, "ROLE": "worker"}
+        procs.extend(stack.enter_context(service(worker, log)) for _ in range(count - 1))
         if count > 1:
             await asyncio.sleep(8.0)  # the worker's model and consumer come up
         yield procs

@@ -15,6 +15,11 @@ TITLES = {
 }
 
 
+#: Figures shown under a benchmark's table besides its ratios.
+EXTRAS = {"vs_rembg", "matte_mean_abs_diff_max", "matte_iou_min", "p99_ms", "p99_ratio",
+          "item_times", "config", "plumbing_ratio"}  # fmt: skip
+
+
 def plot(name: str, result: dict[str, Any], folder: Path) -> str | None:
     import matplotlib as mpl  # noqa: PLC0415
 
@@ -50,8 +55,7 @@ def table(result: dict[str, Any]) -> list[str]:
     for name, median in medians.items():
         samples = ", ".join(f"{v:.3g}" for v in result["samples"][name])
         rows.append(f"| {name} | {median:.3g} | {samples} | {result['ratios'][name]:.2f} |")
-    extra = {k: v for k, v in result.items() if k in {"vs_rembg", "matte_mean_abs_diff_max",
-             "matte_iou_min", "p99_ms", "p99_ratio", "item_times", "config", "plumbing_ratio"}}  # fmt: skip
+    extra = {k: v for k, v in result.items() if k in EXTRAS}
     return [*rows, "", *(f"- {k}: {_fmt(v)}" for k, v in extra.items()), ""]
 
 
@@ -63,23 +67,39 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def write_report(data: dict[str, Any], path: Path, folder: Path) -> None:
+def header(data: dict[str, Any]) -> list[str]:
     m = data["machine"]
-    lines = [
-        "# Benchmarks (issue 12)", "",
-        f"Generated {data['generated']} by `make bench{' QUICK=1' if data['mode'] == 'quick' else ''}`"
-        f" ({data['mode']}, {data['seconds']} s). Every figure is a ratio against a baseline"
-        " measured in the same run, variants interleaved, medians of the rounds.", "",
-        f"- machine: {m['cpu']}, {m['cores']} cores, AVX-512 VNNI {m['avx512_vnni']},"
-        f" Python {m['python']}, kernel {m['kernel']}",
+    command = "make bench QUICK=1" if data["mode"] == "quick" else "make bench"
+    return [
+        "# Benchmarks (issue 12)",
+        "",
+        (
+            f"Generated {data['generated']} by `{command}` ({data['mode']}, {data['seconds']} s)."
+            " Every figure is a ratio against a baseline measured in the same run, variants"
+            " interleaved, medians of the rounds."
+        ),
+        "",
+        (
+            f"- machine: {m['cpu']}, {m['cores']} cores, AVX-512 VNNI {m['avx512_vnni']},"
+            f" Python {m['python']}, kernel {m['kernel']}"
+        ),
         f"- versions: {_fmt(m['versions'])}",
-        f"- load average (1, 5, 15 min) at start {data['load_average_at_start']},"
-        f" at end {data['load_average_at_end']}", "",
-        "| benchmark | goal | met | load before |", "|---|---|---|---|",
-    ]  # fmt: skip
+        (
+            f"- load average (1, 5, 15 min) at start {data['load_average_at_start']},"
+            f" at end {data['load_average_at_end']}; before each benchmark in the table"
+        ),
+        "",
+        "| benchmark | goal | met | load before |",
+        "|---|---|---|---|",
+    ]
+
+
+def write_report(data: dict[str, Any], path: Path, folder: Path) -> None:
+    lines = header(data)
     for name, result in data["benchmarks"].items():
-        lines.append(f"| {name} | {result.get('goal', '-')} | {'yes' if result.get('met') else '**no**'}"
-                     f" | {result.get('load_before')} |")  # fmt: skip
+        met = "yes" if result.get("met") else "**no**"
+        goal, load = result.get("goal", "-"), result.get("load_before")
+        lines.append(f"| {name} | {goal} | {met} | {load} |")
     lines.append("")
     for name, result in data["benchmarks"].items():
         lines += [f"## {TITLES[name]}", "", *table(result)]

@@ -62,7 +62,7 @@ def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
 
-async def run_cases(names: list[str], quick: bool) -> dict[str, object]:
+async def run_cases(names: list[str], *, quick: bool) -> dict[str, object]:
     sys.path.insert(0, str(BENCH))
     from cases import CASES, Size  # noqa: PLC0415
     from harness import bench_stack  # noqa: PLC0415
@@ -83,8 +83,9 @@ async def run_cases(names: list[str], quick: bool) -> dict[str, object]:
                 result |= {"seconds": time.perf_counter() - started, "load_before": load,
                            "load_after": load_average()}  # fmt: skip
                 results[name] = result
-                print(f"{name}: {json.dumps(result.get('ratios', result.get('error')))}",
-                      flush=True)
+                print(
+                    f"{name}: {json.dumps(result.get('ratios', result.get('error')))}", flush=True
+                )
     return results
 
 
@@ -98,7 +99,7 @@ def main() -> int:
         return subprocess.call([str(python), __file__, *sys.argv[1:]])
     started, load = time.perf_counter(), load_average()
     names = [name.strip() for name in args.only.split(",") if name.strip()]
-    results = asyncio.run(run_cases(names, args.quick))
+    results = asyncio.run(run_cases(names, quick=args.quick))
     data = {"generated": datetime.now(UTC).isoformat(timespec="seconds"),
             "mode": "quick" if args.quick else "full", "machine": machine(),
             "load_average_at_start": load, "load_average_at_end": load_average(),
