@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -218,6 +219,12 @@ async def b3_quotes(bench: Bench, size: Size, logs: Path) -> dict[str, Any]:
 # --- B4 memory and B5 fairness --------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -295,21 +302,29 @@ async def b6_scale(bench: Bench, size: Size, logs: Path) -> dict[str, Any]:
     blobs = [blobs[i % len(blobs)] for i in range(size.b6_photos)]
     env = service_env(bench, "fake", "fake", WORKER_CONCURRENCY="1")
     worker_env = {**env, "ROLE": "worker"}
-    async with running(bench, env, logs / "b6.log"), app_client(bench.settings) as client:
+    cores_used: dict[str, list[float]] = {}
+
+    async def timed(name: str, procs: list[Any]) -> float:
+        cpu_before = sum(cpu_seconds(proc.pid) for proc in procs)
+        outcome = await run_batch(client, "bench-b6", uploaded, timeout_s=900)
+        cpu = sum(cpu_seconds(proc.pid) for proc in procs) - cpu_before
+        cores_used.setdefault(name, []).append(cpu / outcome.wall_s)
+        return len(blobs) / outcome.wall_s
+
+    async with running(bench, env, logs / "b6.log") as main, app_client(bench.settings) as client:
         uploaded = await upload_all(client, "bench-b6", blobs, "jpeg")
 
         async def one() -> float:
-            outcome = await run_batch(client, "bench-b6", uploaded, timeout_s=900)
-            return len(blobs) / outcome.wall_s
+            return await timed("one_process", main)
 
         async def two() -> float:
-            with service(worker_env, logs / "b6-worker.log"):
+            with service(worker_env, logs / "b6-worker.log") as worker:
                 await asyncio.sleep(WORKER_START_S)
-                outcome = await run_batch(client, "bench-b6", uploaded, timeout_s=900)
-            return len(blobs) / outcome.wall_s
+                return await timed("two_processes", [*main, worker])
 
         rounds = await interleaved(size.rounds, {"one_process": one, "two_processes": two})
     result = summary(rounds, "images/s", "one_process")
+    result["cores_used"] = {name: float(np.median(v)) for name, v in cores_used.items()}
     result["goal"] = "two worker processes >= 1.7x one"
     result["met"] = result["ratios"]["two_processes"] >= 1.7
     return result

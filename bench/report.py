@@ -17,7 +17,7 @@ TITLES = {
 
 #: Figures shown under a benchmark's table besides its ratios.
 EXTRAS = {"vs_rembg", "matte_mean_abs_diff_max", "matte_iou_min", "p99_ms", "p99_ratio",
-          "item_times", "config", "plumbing_ratio"}  # fmt: skip
+          "item_times", "config", "plumbing_ratio", "cores_used"}  # fmt: skip
 
 
 def plot(name: str, result: dict[str, Any], folder: Path) -> str | None:
