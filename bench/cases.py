@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,12 @@ def summary(rounds: Any, unit: str, baseline: str) -> dict[str, Any]:
     }
 
 
+def prefixed(bench: Bench, subjects: str, streams: str) -> Bench:
+    """The same servers under other subject and stream prefixes: a separate deployment."""
+    nats_settings = replace(bench.settings.nats, subject_prefix=subjects, stream_prefix=streams)
+    return Bench(bench.stack, replace(bench.settings, nats=nats_settings))
+
+
 # --- B1: the local engine ------------------------------------------------------------------
 
 
@@ -82,13 +88,25 @@ async def b1_local(bench: Bench, size: Size, logs: Path) -> dict[str, Any]:
     ort_loop.one(blobs[0])  # both bare loops warm up too, as the service does
     rembg_loop.images_per_s(blobs[:1])
     env = service_env(bench, "local", "isnet-medium-fp32")
+    alt = prefixed(bench, "alt.", "ALT")  # a second deployment: one item, all cores
+    alt_env = service_env(alt, "local", "isnet-medium-fp32", WORKER_CONCURRENCY="1",
+                          LOCAL_ENGINE_THREADS=str(len(os.sched_getaffinity(0))))  # fmt: skip
     mattes: dict[str, Any] = {}
-    async with running(bench, env, logs / "b1.log"), app_client(bench.settings) as client:
+    async with (
+        running(bench, env, logs / "b1.log"),
+        running(alt, alt_env, logs / "b1-alt.log"),
+        app_client(bench.settings) as client,
+        app_client(alt.settings) as alt_client,
+    ):
         uploaded = await upload_all(client, "bench-b1", blobs, "jpeg")
 
         async def service() -> float:
             outcome = await run_batch(client, "bench-b1", uploaded, timeout_s=900)
             mattes["service"] = {d.index: (d.result.bucket, d.result.key) for d in outcome.done}
+            return len(blobs) / outcome.wall_s
+
+        async def one_at_a_time() -> float:
+            outcome = await run_batch(alt_client, "bench-b1", uploaded, timeout_s=900)
             return len(blobs) / outcome.wall_s
 
         async def bare() -> float:
@@ -99,8 +117,9 @@ async def b1_local(bench: Bench, size: Size, logs: Path) -> dict[str, Any]:
         async def rembg() -> float:
             return await asyncio.to_thread(rembg_loop.images_per_s, blobs)
 
-        rounds = await interleaved(size.rounds, {"service": service, "bare_ort": bare,
-                                                 "rembg": rembg})  # fmt: skip
+        variants = {"service": service, "bare_ort": bare, "rembg": rembg,
+                    "service_1_item_all_cores": one_at_a_time}  # fmt: skip
+        rounds = await interleaved(size.rounds, variants)
         checks = [agreement(alpha_of(await client.fetch(*ref)), alpha_of(mattes["bare"][index]))
                   for index, ref in mattes["service"].items()]  # fmt: skip
     result = summary(rounds, "images/s", "bare_ort")

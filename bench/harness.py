@@ -137,6 +137,8 @@ def service_env(bench: Bench, engine: str, model: str, **extra: str) -> dict[str
         engines=replace(bench.settings.engines, routes=routes_to(engine, model)),
     )
     env = {**os.environ, **environment(settings)}
+    env |= {"NATS_SUBJECT_PREFIX": settings.nats.subject_prefix,
+            "NATS_STREAM_PREFIX": settings.nats.stream_prefix}  # fmt: skip
     env |= {"METRICS_PORT": "0", "LOG_LEVEL": "WARNING", "WORKER_CONCURRENCY": "2"}
     return env | extra
 
