@@ -22,8 +22,8 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 install: $(DEV_STAMP)
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy --strict src/lumiku_bgremover
@@ -48,8 +48,8 @@ contracts-check: $(DEV_STAMP)
 demo: $(DEMO_STAMP)
 	$(BIN)/lumiku-bgremover demo $(PHOTO_DIR)
 
-bench: $(DEV_STAMP)
-	$(BIN)/python bench/bench_archive.py
+bench:
+	$(PYTHON) bench/run.py $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

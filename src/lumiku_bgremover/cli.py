@@ -29,6 +29,7 @@ from lumiku_bgremover.devtools import dev as dev_cmd
 from lumiku_bgremover.engines.base import EngineError
 from lumiku_bgremover.envparse import SettingsError
 from lumiku_bgremover.handlers.notifier import create_notifier_app
+from lumiku_bgremover.memory import start_trimming
 from lumiku_bgremover.observability.export import tracer_provider
 from lumiku_bgremover.observability.logs import configure_logging
 from lumiku_bgremover.provisioning import ProvisionError
@@ -45,7 +46,9 @@ Arguments = Callable[[argparse.ArgumentParser], None]
 
 async def cmd_run(settings: Settings, _: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT; in-flight messages finish first. Spans go to the
-    OTLP endpoint when one is configured (flushed on the way out)."""
+    OTLP endpoint when one is configured (flushed on the way out); freed image buffers go
+    back to the system (memory.py)."""
+    start_trimming()
     provider = tracer_provider(settings.observability)
     try:
         app = create_app(settings, tracer_provider=provider)

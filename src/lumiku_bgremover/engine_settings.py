@@ -138,7 +138,8 @@ class EngineSettings:
     #: (logged at start-up), refuse to start, or start with that tier failing.
     keyless: KeylessPolicy = "local"
     keyless_model: str = "isnet-medium"
-    #: ONNX Runtime threads per inference of the local engine (None: one per core).
+    #: ONNX Runtime threads per inference of the local engine (None: the usable cores
+    #: divided by WORKER_CONCURRENCY, at least one).
     local_threads: int | None = None
     #: ONNX Runtime execution providers; empty: CUDA when offered, else CPU.
     local_providers: tuple[str, ...] = ()

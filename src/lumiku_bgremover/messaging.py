@@ -31,6 +31,10 @@ MAX_RECONNECT_ATTEMPTS = -1
 RECONNECT_TIME_WAIT_S = 2
 #: Seconds the first connection of a plain client may take (then the caller fails).
 FIRST_CONNECT_S = 60.0
+#: Level of FastStream's per-message "Received"/"Processed" lines: DEBUG, so a busy
+#: request-reply subject (quotes) writes no line per message at INFO. Handler errors are
+#: still logged at ERROR; our handlers log what they decide themselves.
+ACCESS_LOG_LEVEL = logging.DEBUG
 #: Seconds a stopping broker waits for in-flight handlers before giving up on them.
 GRACEFUL_TIMEOUT_S = 30.0
 
@@ -162,6 +166,7 @@ def build_broker(settings: NatsSettings) -> NatsBroker:
         ack_policy=AckPolicy.NACK_ON_ERROR,
         graceful_timeout=GRACEFUL_TIMEOUT_S,
         logger=logging.getLogger(BROKER_LOGGER),
+        log_level=ACCESS_LOG_LEVEL,
         **reconnect_options(),
         **logging_callbacks(),
     )

@@ -24,7 +24,12 @@ from PIL import Image
 from skimage import data
 
 from lumiku_bgremover.engines.local import OnnxEngine
-from lumiku_bgremover.engines.weights import NPM_WEIGHTS, WeightsFetchError, resolve_weights
+from lumiku_bgremover.engines.weights import (
+    DERIVED_WEIGHTS,
+    NPM_WEIGHTS,
+    WeightsFetchError,
+    resolve_weights,
+)
 from lumiku_bgremover.settings import EngineSettings
 from tests.fixtures._common import unavailable
 
@@ -99,3 +104,26 @@ async def test_a_non_square_crop_keeps_its_size(isnet_medium: Path) -> None:
     means = region_means(matte, {"face": (80, 180, 180, 280), "flag": (0, 64, 0, 64)})
     assert means["face"] > 0.7
     assert means["flag"] < 0.2
+
+
+def matte_agreement(first: Image.Image, second: Image.Image) -> tuple[float, float]:
+    """(mean absolute alpha difference in [0, 1], IoU of alpha >= 0.5)."""
+    a = np.asarray(first, dtype=np.float32) / 255.0
+    b = np.asarray(second, dtype=np.float32) / 255.0
+    union = float(((a >= 0.5) | (b >= 0.5)).sum())
+    iou = float(((a >= 0.5) & (b >= 0.5)).sum()) / union if union else 1.0
+    return float(np.abs(a - b).mean()), iou
+
+
+async def test_the_fp32_copy_is_pinned_and_gives_the_same_mattes(isnet_medium: Path) -> None:
+    wide = resolve_weights("isnet-medium-fp32", isnet_medium.parent)
+    assert wide.stat().st_size == DERIVED_WEIGHTS["isnet-medium-fp32"].size
+    paths = {"isnet-medium": isnet_medium, "isnet-medium-fp32": wide}
+    engine = OnnxEngine(paths.__getitem__)
+    photos = [astronaut(), astronaut().crop((0, 0, 512, 300))]
+    for photo in photos:
+        original = await engine.matte(photo, model="isnet-medium")
+        widened = await engine.matte(photo, model="isnet-medium-fp32")
+        difference, iou = matte_agreement(original, widened)
+        assert difference <= 0.01, difference
+        assert iou >= 0.99, iou

@@ -49,7 +49,18 @@ def test_list_shows_every_model_with_source_pin_cache_and_licence(
     }
     assert run(env, "list", "--json") == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
-    assert sorted(rows) == ["birefnet", "isnet-medium", "isnet-small", "rmbg-1.4", "u2net"]
+    assert sorted(rows) == [
+        "birefnet",
+        "isnet-medium",
+        "isnet-medium-fp32",
+        "isnet-small",
+        "rmbg-1.4",
+        "u2net",
+    ]
+    assert (rows["isnet-medium-fp32"]["source"], rows["isnet-medium-fp32"]["size"]) == (
+        "derived",
+        176_216_494,
+    )
     assert rows["isnet-medium"] | {"cached": None} == {
         "name": "isnet-medium", "input_size": 1024, "mean": [0.5, 0.5, 0.5],
         "std": [1.0, 1.0, 1.0], "output": "minmax", "source": "npm", "url": None,

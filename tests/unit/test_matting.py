@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 from skimage import data
 
+from lumiku_bgremover import matting
 from lumiku_bgremover.contracts.common import OutputFormat, OutputOptions
 from lumiku_bgremover.imaging import compose, decode
 from lumiku_bgremover.matting import cap_size, estimate_foreground, has_soft_edges, to_srgb
@@ -84,3 +85,25 @@ def test_to_srgb_without_a_profile_is_the_same_image() -> None:
     image = Image.new("RGB", (3, 3), (10, 20, 30))
     assert to_srgb(image, None) is image
     assert to_srgb(image, b"junk") is image
+
+
+def brute_box_mean(values: np.ndarray, radius: int) -> np.ndarray:
+    height, width = values.shape[:2]
+    out = np.empty(values.shape, dtype=np.float64)
+    for y in range(height):
+        for x in range(width):
+            window = values[
+                max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1
+            ]
+            out[y, x] = window.reshape(-1, *values.shape[2:]).mean(axis=0)
+    return out
+
+
+@pytest.mark.parametrize(("shape", "radius"), [((7, 11), 2), ((9, 5, 3), 3), ((4, 6, 3), 90)])
+def test_the_box_blur_is_the_window_mean_shrunk_at_the_borders(
+    shape: tuple[int, ...], radius: int
+) -> None:
+    values = np.random.default_rng(3).random(shape, dtype=np.float32)
+    blurred = matting._box_blur(values, radius)
+    assert blurred.dtype == np.float32
+    np.testing.assert_allclose(blurred, brute_box_mean(values, radius), atol=1e-6)

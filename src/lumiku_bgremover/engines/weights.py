@@ -15,6 +15,10 @@ in order. `resolve_weights` returns a verified ONNX file:
    cache under the same lock, checked against its pin or the hub's sha256; the
    digest is kept beside it (`.<model>.onnx.sha256`) so a later process re-verifies it.
 
+5. else, for the models in `DERIVED_WEIGHTS` (`isnet-medium-fp32`), the base model is
+   resolved as above and converted (`widen.widen_file`) into the cache under the same
+   lock; the result must match its own pinned size and sha256.
+
 A file placed at `<cache_dir>/<model>.onnx` by hand is used as is for models that
 nothing fetches, and for hub models when no hash is known to check it against.
 """
@@ -45,9 +49,11 @@ from lumiku_bgremover.engine_settings import ModelSource
 from lumiku_bgremover.engines.base import EngineError
 
 __all__ = [
+    "DERIVED_WEIGHTS",
     "NPM_PACKAGE",
     "NPM_VERSION",
     "NPM_WEIGHTS",
+    "DerivedWeights",
     "Downloader",
     "NpmWeights",
     "Packer",
@@ -92,6 +98,29 @@ NPM_WEIGHTS: Final[Mapping[str, NpmWeights]] = MappingProxyType(
             "/models/small",
             "7001d60734fdc112dd9c062635fb59cd401fb82a9d4213134bce4dbd655c803a",
             44_342_436,
+        ),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedWeights:
+    """A model made from another one's verified file, and what the result must be."""
+
+    base: str  #: a model of NPM_WEIGHTS
+    sha256: str
+    size: int
+
+
+#: Models derived at fetch time. isnet-medium stores its weights in fp16 and casts
+#: around them; its fp32 copy (`widen.widen_to_fp32`) gives the same mattes and is what
+#: a CPU computes in. Pinned from the conversion of the pinned isnet-medium.
+DERIVED_WEIGHTS: Final[Mapping[str, DerivedWeights]] = MappingProxyType(
+    {
+        "isnet-medium-fp32": DerivedWeights(
+            "isnet-medium",
+            "b595cbd18defbc1518e0a38295b0f22c8c7ced5bb4a0e6cd8154d54e96b00c89",
+            176_216_494,
         ),
     }
 )
@@ -180,14 +209,17 @@ def resolve_weights(
     Blocking (downloads and hashes): call it from a worker thread. Raises
     `WeightsUnavailable` (or a subclass) saying what to do when none can be had.
     """
-    known = NPM_WEIGHTS.get(model)
+    known = NPM_WEIGHTS.get(model) or DERIVED_WEIGHTS.get(model)
     if weights_path is not None:
         return _checked_placed(weights_path, known)
     target = cache_dir / f"{model}.onnx"
+    derived = DERIVED_WEIGHTS.get(model)
+    if derived is not None:
+        return _resolve_derived(model, derived, target, packer)
     if source is not None and downloader is not None:
         pin = source.sha256 or (known.sha256 if known else None)
         return _resolve_download(model, target, ModelSource(source.url, pin), downloader)
-    if known is None:
+    if not isinstance(known, NpmWeights):
         if target.is_file():
             return target
         raise WeightsUnavailable(
@@ -202,6 +234,38 @@ def resolve_weights(
             _fetch(model, known, target, packer)
         _remember(target)
     return target
+
+
+def _resolve_derived(model: str, derived: DerivedWeights, target: Path, packer: Packer) -> Path:
+    if _remembered(target):
+        return target
+    base = resolve_weights(derived.base, target.parent, packer=packer)
+    with _file_lock(target.parent / f".{model}.lock"):
+        if not _cached_ok(target, derived):
+            _derive(model, derived, base, target)
+        _remember(target)
+    return target
+
+
+def _derive(model: str, derived: DerivedWeights, base: Path, target: Path) -> None:
+    from lumiku_bgremover.engines.widen import widen_file  # noqa: PLC0415 - needs onnx
+
+    part = target.with_name(f".{model}.onnx.part")
+    started = time.perf_counter()
+    try:
+        widen_file(base, part)
+    except ImportError as error:
+        raise WeightsUnavailable(
+            f"deriving {model} needs the onnx package (the 'local' extra): {error}"
+        ) from error
+    problem = _mismatch(part, derived)
+    if problem is not None:
+        part.unlink()
+        raise WeightsIntegrityError(
+            f"{model} derived from {base} is not the pinned file: {problem}"
+        )
+    part.replace(target)
+    log.info("derived %s from %s in %.1f s", model, derived.base, time.perf_counter() - started)
 
 
 def _resolve_download(
@@ -242,7 +306,7 @@ def _downloaded_ok(target: Path, expected: str | Path) -> bool:
     return False
 
 
-def _checked_placed(path: Path, known: NpmWeights | None) -> Path:
+def _checked_placed(path: Path, known: NpmWeights | DerivedWeights | None) -> Path:
     if not path.is_file():
         raise WeightsUnavailable(f"the weights file {path} does not exist")
     if known is not None and not _remembered(path):
@@ -253,7 +317,7 @@ def _checked_placed(path: Path, known: NpmWeights | None) -> Path:
     return path
 
 
-def _cached_ok(target: Path, known: NpmWeights) -> bool:
+def _cached_ok(target: Path, known: NpmWeights | DerivedWeights) -> bool:
     if not target.is_file():
         return False
     problem = _mismatch(target, known)
@@ -301,7 +365,7 @@ def _remember(path: Path) -> None:
         _verified[path.resolve()] = _identity(path)
 
 
-def _mismatch(path: Path, known: NpmWeights) -> str | None:
+def _mismatch(path: Path, known: NpmWeights | DerivedWeights) -> str | None:
     """None when `path` has the pinned size and sha256, else what differs."""
     size = path.stat().st_size
     if size != known.size:

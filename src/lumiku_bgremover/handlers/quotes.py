@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
+from faststream.message import StreamMessage
 from faststream.nats import NatsBroker
-from faststream.nats.annotations import NatsMessage
 
 from lumiku_bgremover import billing
 from lumiku_bgremover.contracts import ContractError, QuoteReply, QuoteRequest, RejectCode
 from lumiku_bgremover.contracts.subjects import QUOTE, with_prefix
-from lumiku_bgremover.handlers.replying import InjectedServices, respond
+from lumiku_bgremover.handlers.replying import respond
 from lumiku_bgremover.pricing import InvalidCount, PricingError, UnknownTier
-from lumiku_bgremover.services import Services
+from lumiku_bgremover.services import SERVICES_KEY, Services
 from lumiku_bgremover.settings import Settings
 
-__all__ = ["QUOTE_QUEUE", "answer_quote", "pricing_error", "quote", "register_quote_handler"]
+__all__ = [
+    "QUOTE_QUEUE",
+    "QUOTE_WORKERS",
+    "answer_quote",
+    "pricing_error",
+    "quote",
+    "register_quote_handler",
+]
 
 #: Core-NATS queue group: replicas share the quote subject, each request answered once.
 QUOTE_QUEUE: Final = "bgremove-quote"
+#: Quotes one replica answers at once (a quote waits on one query; the database pool
+#: bounds how many of them run at a time, the rest wait for a connection).
+QUOTE_WORKERS: Final = 64
 
 
 def pricing_error(error: PricingError) -> ContractError:
@@ -57,8 +67,19 @@ async def answer_quote(services: Services, body: bytes) -> bytes:
 
 
 def register_quote_handler(broker: NatsBroker, settings: Settings) -> None:
-    """Subscribe the quote subject (under the deployment prefix) in the queue group."""
+    """Subscribe the quote subject (under the deployment prefix) in the queue group,
+    answering up to `QUOTE_WORKERS` requests at once."""
 
-    @broker.subscriber(with_prefix(settings.nats.subject_prefix, QUOTE), queue=QUOTE_QUEUE)
-    async def on_quote(msg: NatsMessage, services: InjectedServices) -> bytes:
-        return await answer_quote(services, msg.body)
+    subject = with_prefix(settings.nats.subject_prefix, QUOTE)
+
+    # No FastStream `Context` parameters here: fast_depends resolves each one with a
+    # sync call in a worker thread, a thread hop per request on the busiest subject.
+    @broker.subscriber(subject, queue=QUOTE_QUEUE, max_workers=QUOTE_WORKERS, decoder=raw_body)
+    async def on_quote(body: bytes) -> bytes:
+        # read at call time: the app gives the broker its context after registration
+        return await answer_quote(broker.context.get(SERVICES_KEY), body)
+
+
+async def raw_body(msg: StreamMessage[Any]) -> bytes:
+    """The request as sent: `answer_quote` decodes it (and answers errors) itself."""
+    return msg.body

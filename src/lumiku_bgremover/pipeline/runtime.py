@@ -45,7 +45,7 @@ def default_router(services: Services) -> EngineRouter:
     """Engines for the configured routes; the fake one takes its delay and failure rate."""
     engines = services.settings.engines
     fake = FakeEngine(delay_s=engines.fake_delay_s, failure_rate=engines.fake_failure_rate)
-    return build_router(engines, fake=fake)
+    return build_router(engines, fake=fake, concurrency=services.settings.limits.worker_concurrency)
 
 
 def presign_ttl(services: Services) -> int:
