@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -94,13 +95,21 @@ def nats_binary() -> str:
     return str(beside) if beside.is_file() else "nats-server"
 
 
+#: JetStream as production runs it (NATS-NOTES.md, "Durability"): every write is fsynced
+#: before it is acknowledged, so a killed server keeps what it acknowledged. With the
+#: default (a sync every 2 minutes) a SIGKILL may drop acknowledged events.
+DURABLE_JETSTREAM = "jetstream {{ store_dir: {store}, sync_interval: always }}\n"
+
+
 class NatsNode:
-    """One nats-server with JetStream on a fixed loopback port."""
+    """One nats-server with durable JetStream on a fixed loopback port."""
 
     def __init__(self, workdir: Path, *, extra: list[str] | None = None) -> None:
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
-        args = [nats_binary(), "-js", "-sd", str(workdir / "js"), "-a", "127.0.0.1"]
+        config = workdir / "nats.conf"
+        config.write_text(DURABLE_JETSTREAM.format(store=json.dumps(str(workdir / "js"))))
+        args = [nats_binary(), "-c", str(config), "-a", "127.0.0.1"]
         args += ["-p", str(self.port), *(extra or [])]
         self.proc = Proc(args, workdir / "nats.log")
 

@@ -120,7 +120,10 @@ async def assert_all_done(stack: Stack, client: Client, user: str, count: int) -
     assert batch is not None
     assert (batch["status"], batch["succeeded"], batch["failed"]) == ("completed", count, 0)
     done = await stored_events(stack.settings, subjects.ITEM_DONE)
-    assert sorted(e["index"] for e in done) == list(range(count)), "each item done once"
+    seen = Counter(e["index"] for e in done)
+    missing = sorted(set(range(count)) - set(seen))
+    doubled = sorted(i for i, n in seen.items() if n > 1)
+    assert (missing, doubled) == ([], []), "each item done once"
     assert await stored_events(stack.settings, subjects.ITEM_FAILED) == []
     assert len(await stored_events(stack.settings, subjects.BATCH_COMPLETED)) == 1
     ledger = await client.ledger(user)
