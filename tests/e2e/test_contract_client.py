@@ -8,7 +8,7 @@ what the contract promises, to the field.
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,6 @@ from PIL import Image
 
 from lumiku_bgremover import billing
 from lumiku_bgremover.db import connect
-from lumiku_bgremover.settings import S3Settings
-from tests.integration.service import service_environment, service_process
 
 pytestmark = pytest.mark.integration
 
@@ -63,16 +61,6 @@ class Inbox:
             while len(self.of(subject)) < count:
                 self.changed.clear()
                 await self.changed.wait()
-
-
-@pytest.fixture
-def service_env(
-    nats_url: str, nats_namespace: str, migrated_database_url: str, s3_settings: S3Settings,
-    tmp_path: Path,
-) -> Iterator[dict[str, str]]:  # fmt: skip
-    env = service_environment(nats_url, nats_namespace, migrated_database_url, s3_settings)
-    with service_process(env, tmp_path / "service.log"):
-        yield env
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +19,15 @@ from PIL import Image
 
 from lumiku_bgremover import billing
 from lumiku_bgremover.db import connect
-from lumiku_bgremover.settings import S3Settings
 from tests.e2e.test_contract_client import Inbox, s3_client
 from tests.fixtures._common import free_port
 from tests.fixtures.smtp import SmtpServer
-from tests.integration.service import cli, service_environment, service_process, wait_for_line
+from tests.integration.service import cli, wait_for_line
 
 pytestmark = pytest.mark.integration
 
 EVENTS = ("bgremove.batch.accepted", "bgremove.request.rejected", "bgremove.item.done",
           "bgremove.item.failed", "bgremove.batch.completed", "upscaler.requested")  # fmt: skip
-
-
-@pytest.fixture
-def service_env(
-    nats_url: str, nats_namespace: str, migrated_database_url: str, s3_settings: S3Settings,
-    tmp_path: Path,
-) -> Iterator[dict[str, str]]:  # fmt: skip
-    env = service_environment(nats_url, nats_namespace, migrated_database_url, s3_settings)
-    with service_process(env, tmp_path / "service.log"):
-        yield env
 
 
 class Apps:

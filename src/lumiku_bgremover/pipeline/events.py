@@ -8,7 +8,6 @@ span's `traceparent`, and awaits the PubAck; the in-memory one keeps what was pu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
@@ -98,8 +97,3 @@ class InMemoryPublisher:
     def of(self, subject: str) -> list[dict[str, Any]]:
         """Bodies published on one base subject, in order."""
         return [event.body for event in self.events if event.subject == subject]
-
-
-def event_time(value: datetime | None, clock: Clock) -> datetime:
-    """A stored moment when there is one (re-publishes stay identical), else now."""
-    return value if value is not None else clock()
