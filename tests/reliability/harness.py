@@ -104,11 +104,15 @@ DURABLE_JETSTREAM = "jetstream {{ store_dir: {store}, sync_interval: always }}\n
 class NatsNode:
     """One nats-server with durable JetStream on a fixed loopback port."""
 
-    def __init__(self, workdir: Path, *, extra: list[str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, extra: list[str] | None = None, config_text: str = ""
+    ) -> None:
+        """`config_text` is added to the configuration file (authorization, TLS)."""
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "nats.conf"
-        config.write_text(DURABLE_JETSTREAM.format(store=json.dumps(str(workdir / "js"))))
+        jetstream = DURABLE_JETSTREAM.format(store=json.dumps(str(workdir / "js")))
+        config.write_text(jetstream + config_text)
         args = [nats_binary(), "-c", str(config), "-a", "127.0.0.1"]
         args += ["-p", str(self.port), *(extra or [])]
         self.proc = Proc(args, workdir / "nats.log")

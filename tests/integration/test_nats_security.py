@@ -1,0 +1,231 @@
+"""NATS security: every authentication option of the service against a real nats-server,
+and the running service under exactly the permissions `docs/nats-permissions.md` lists.
+
+No fault is injected (hence `tests/integration`): each test starts its own nats-server
+with the authorization and TLS it needs (a test CA from `trustme`; an operator, account
+and user signed here, for the `.creds` case), the service as `lumiku-bgremover run`, and
+plays a client app with plain nats-py under the client permissions of the same page.
+"""
+
+from __future__ import annotations
+
+import gc
+import ssl
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client as Nats
+from nats.aio.msg import Msg
+
+from lumiku_bgremover import messaging
+from lumiku_bgremover.contracts import subjects
+from lumiku_bgremover.permissions import client_permissions, run_permissions
+from lumiku_bgremover.settings import S3Settings, Settings
+from lumiku_bgremover.storage import build_object_store
+from tests.fixtures.nats_auth import Operator, TlsFiles, token_config, users_config
+from tests.integration.pipeline_harness import Client, EventLog, batch_request, photo
+from tests.integration.service import service_environment, service_settings
+from tests.reliability.harness import NatsNode, Service, services
+
+pytestmark = pytest.mark.integration
+
+USER = "usr_secure"
+VIOLATION = "Permissions Violation"
+
+
+@asynccontextmanager
+async def nats_server(workdir: Path, config_text: str) -> AsyncIterator[NatsNode]:
+    """A private nats-server with JetStream and the given authorization/TLS blocks."""
+    node = NatsNode(workdir, config_text=config_text)
+    await node.start()
+    try:
+        yield node
+    finally:
+        node.kill()
+
+
+async def refused(url: str, **options: Any) -> BaseException:
+    """The error of a connection the server must refuse (no reconnects, fails fast).
+
+    nats-py leaves the refused socket to the garbage collector: it is collected here,
+    its ResourceWarning ignored, so that it is not reported against a later test.
+    """
+    try:
+        nc = await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=1,
+                                connect_timeout=5, error_cb=_quiet, **options)  # fmt: skip
+    except Exception as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        return error
+    await nc.close()
+    raise AssertionError(f"{url} accepted a connection it should refuse ({options})")
+
+
+async def _quiet(_error: Exception) -> None:
+    return
+
+
+async def broker_round_trip(settings: Settings, nc: Nats) -> bytes:
+    """A request sent by the service's FastStream broker and answered by `nc`."""
+
+    async def echo(msg: Msg) -> None:
+        await msg.respond(b"echo:" + msg.data)
+
+    await nc.subscribe("security.echo", cb=echo)
+    await nc.flush()
+    broker = messaging.build_broker(settings.nats)
+    await broker.connect()
+    try:
+        reply = await broker.request(b"hello", "security.echo", timeout=5)
+        return bytes(reply.body)
+    finally:
+        await broker.stop()
+
+
+#: Each way the service can authenticate: the server's config, the service's environment
+#: (besides NATS_URL), and what a connection without those settings gets instead.
+AUTH_CASES = ["user-password", "token", "creds", "tls-ca", "tls-url", "mutual-tls"]
+#: What each case's server tells a client without the case's settings.
+REFUSALS = {
+    "user-password": "Authorization Violation",
+    "token": "Authorization Violation",
+    "creds": "Authorization Violation",
+    "tls-ca": "CERTIFICATE_VERIFY_FAILED",
+    "tls-url": "CERTIFICATE_VERIFY_FAILED",
+    "mutual-tls": "ConnectionResetError",  # the server ends the handshake
+}
+
+
+def auth_case(case: str, workdir: Path, tls: TlsFiles) -> tuple[str, dict[str, str]]:
+    """(server config, service environment) of one authentication case."""
+    creds = workdir / "service.creds"
+    if case == "user-password":
+        return users_config({"svc": ("pw-of-svc", None)}), {
+            "NATS_USER": "svc", "NATS_PASSWORD": "pw-of-svc"}  # fmt: skip
+    if case == "token":
+        return token_config("tok-of-svc"), {"NATS_TOKEN": "tok-of-svc"}
+    if case == "creds":
+        operator = Operator.create()
+        creds.write_text(operator.user_creds("svc"))
+        return operator.server_config(workdir), {"NATS_CREDS": str(creds)}
+    if case in {"tls-ca", "tls-url"}:
+        return tls.server_config(), {"NATS_TLS_CA": str(tls.ca)}
+    return tls.server_config(verify_clients=True), {
+        "NATS_TLS_CA": str(tls.ca), "NATS_TLS_CERT": str(tls.client_cert),
+        "NATS_TLS_KEY": str(tls.client_key)}  # fmt: skip
+
+
+def trusting(tls: TlsFiles) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(tls.ca))
+
+
+async def refusal_without_settings(case: str, url: str, tls: TlsFiles) -> BaseException:
+    """What a client gets that has everything but the case's own setting."""
+    if case in {"tls-ca", "tls-url"}:
+        return await refused(url)  # the system's trust store does not know the test CA
+    if case == "mutual-tls":
+        return await refused(url, tls=trusting(tls))  # no client certificate
+    return await refused(url)
+
+
+@pytest.mark.parametrize("case", AUTH_CASES)
+async def test_every_authentication_option_connects_both_kinds_of_connection(
+    case: str, tmp_path: Path
+) -> None:
+    tls = TlsFiles.create(tmp_path / "tls")
+    config, auth_env = auth_case(case, tmp_path, tls)
+    async with nats_server(tmp_path / "nats", config) as node:
+        url = node.url.replace("nats://", "tls://") if case == "tls-url" else node.url
+        refusal = await refusal_without_settings(case, url, tls)
+        settings = Settings.from_env({"NATS_URL": url, **auth_env})
+        nc = await messaging.connect(settings.nats, within_s=10)  # provisioning, CLI, probes
+        try:
+            info = await nc.jetstream().account_info()
+            echoed = await broker_round_trip(settings, nc)  # the service's FastStream broker
+        finally:
+            await nc.close()
+    assert info.limits.max_streams == -1
+    assert echoed == b"echo:hello"
+    assert REFUSALS[case] in repr(refusal), repr(refusal)
+
+
+# --- the running service under exactly the documented permissions --------------------
+
+
+def namespaced(nats_url: str, namespace: str, database_url: str, s3: S3Settings) -> Settings:
+    return service_settings(nats_url, namespace, database_url, s3)
+
+
+def permissions_config(settings: Settings, service_grants: dict[str, object]) -> str:
+    """Three users: the service (`service_grants`), a client app, and nobody else."""
+    return users_config({
+        "svc": ("pw-of-svc", service_grants),
+        "app": ("pw-of-app", client_permissions(settings).server_config()),
+    })  # fmt: skip
+
+
+@asynccontextmanager
+async def client_app(settings: Settings, url: str, tls: TlsFiles) -> AsyncIterator[Client]:
+    """A client app as user `app`: plain nats-py, the events it may follow, S3 directly."""
+    nc = await nats.connect(url, user="app", password="pw-of-app", tls=trusting(tls),
+                            allow_reconnect=False, max_reconnect_attempts=1)  # fmt: skip
+    events = EventLog(prefix=settings.nats.subject_prefix)
+    for grant in client_permissions(settings).subscribe[1:]:
+        await nc.subscribe(grant.subject, cb=events.on_message)
+    await nc.flush()
+    try:
+        yield Client(settings, nc, build_object_store(settings.storage), events)
+    finally:
+        await nc.close()
+
+
+def service_env(settings: Settings, base: dict[str, str], tls: TlsFiles) -> dict[str, str]:
+    return base | {"NATS_USER": "svc", "NATS_PASSWORD": "pw-of-svc", "NATS_TLS_CA": str(tls.ca)}
+
+
+async def test_the_service_under_exactly_the_documented_permissions(
+    tmp_path: Path, nats_namespace: str, migrated_database_url: str, s3_settings: S3Settings
+) -> None:
+    tls = TlsFiles.create(tmp_path / "tls")
+    probe = namespaced("nats://127.0.0.1:1", nats_namespace, migrated_database_url, s3_settings)
+    grants = run_permissions(probe).server_config()
+    config = permissions_config(probe, grants) + tls.server_config()
+    async with nats_server(tmp_path / "nats", config) as node:
+        settings = namespaced(node.url, nats_namespace, migrated_database_url, s3_settings)
+        base = service_environment(node.url, nats_namespace, migrated_database_url, s3_settings)
+        service = Service(service_env(settings, base, tls), tmp_path / "service.log")
+        with services(service):
+            await service.start()
+            async with client_app(settings, node.url, tls) as app:
+                await drive_a_quote_a_batch_and_its_status(app)
+        server_log = node.proc.log()
+    assert VIOLATION not in server_log
+    assert "permissions violation" not in service.proc.log().lower()
+
+
+async def drive_a_quote_a_batch_and_its_status(app: Client) -> None:
+    await app.grant(USER, 1000)
+    quote = await app.request(subjects.QUOTE, {"user_id": USER, "tier": "standard",
+                                               "count": 3, "mode": "batch"})  # fmt: skip
+    assert (quote["status"], quote["total"], quote["balance"]) == ("ok", 24, 1000)
+    assert (quote["sufficient"], quote["accepted"]) == (True, True)
+    refs = [await app.upload(USER, f"p{i}.png", photo(i)) for i in range(3)]
+    await app.publish(subjects.BATCH_REQUESTED, batch_request("secure-1", USER, refs))
+    await app.events.wait(lambda log: bool(log.of(subjects.BATCH_COMPLETED)))
+    [completed] = app.events.of(subjects.BATCH_COMPLETED)
+    assert (completed["status"], completed["succeeded"], completed["failed"]) == (
+        "completed", 3, 0)  # fmt: skip
+    assert (completed["credits_charged"], completed["credits_refunded"]) == (24, 0)
+    assert sorted(e["index"] for e in app.events.of(subjects.ITEM_DONE)) == [0, 1, 2]
+    status = await app.request(subjects.BATCH_STATUS,
+                               {"user_id": USER, "batch_id": completed["batch_id"]})  # fmt: skip
+    assert (status["status"], status["batch_status"], status["succeeded"]) == (
+        "ok", "completed", 3)  # fmt: skip
+    assert await app.balance(USER) == 1000 - 24
