@@ -58,7 +58,23 @@ async def _reconnected() -> None:
     log.warning("NATS connection re-established")
 
 
+#: nats-py's text for an `-ERR` that refuses one publish or subscription (the connection
+#: stays up, and a request to the refused subject just times out).
+PERMISSIONS_VIOLATION = "permissions violation"
+#: Where the permissions the service's NATS user needs are listed.
+PERMISSIONS_PAGE = "docs/nats-permissions.md"
+
+
+def permission_denied(error: Exception) -> bool:
+    """Whether NATS refused a publish or subscription of this connection's user."""
+    return PERMISSIONS_VIOLATION in str(error).lower()
+
+
 async def _error(error: Exception) -> None:
+    if permission_denied(error):  # a configuration error: it never goes away by itself
+        log.error("%s: the service's NATS user lacks this permission (see %s)",
+                  error, PERMISSIONS_PAGE)  # fmt: skip
+        return
     log.warning("NATS: %r", error)  # one line per failed attempt, not a traceback
 
 
@@ -102,10 +118,11 @@ async def connect(
 
     Once connected it reconnects forever; the first connection must succeed within
     `within_s` (nats-py would otherwise retry it forever), so a service started
-    without NATS exits non-zero and its supervisor restarts it. `log_events` logs
+    without NATS exits non-zero and its supervisor restarts it. Errors are logged in one
+    line (a refused permission at ERROR, naming the subject); `log_events` also logs
     losing and regaining the connection (the service's long-lived connections).
     """
-    options = connect_options(settings, name=name)
+    options = connect_options(settings, name=name) | {"error_cb": _error}
     if log_events:
         options |= logging_callbacks()
     return await asyncio.wait_for(nats.connect(**options), within_s)

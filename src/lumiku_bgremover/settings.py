@@ -243,6 +243,14 @@ _STREAM_PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
 
 
+def _one_nats_login(env: Env) -> None:
+    """A creds file, user and password, or a token: the client and the broker would each
+    pick a different one of several."""
+    given = [name for name in ("NATS_CREDS", "NATS_USER", "NATS_TOKEN") if env.text(name)]
+    if len(given) > 1:
+        raise SettingsError(given[-1], f"use one NATS login, not {' and '.join(given)}")
+
+
 def _nats(env: Env) -> NatsSettings:
     servers = env.items("NATS_URL") or ("nats://127.0.0.1:4222",)
     for url in servers:
@@ -253,6 +261,9 @@ def _nats(env: Env) -> NatsSettings:
         raise SettingsError(
             "NATS_PASSWORD" if user else "NATS_USER", "user and password go together"
         )
+    _one_nats_login(env)
+    if env.text("NATS_TLS_KEY") is not None and env.text("NATS_TLS_CERT") is None:
+        raise SettingsError("NATS_TLS_KEY", "a client key needs NATS_TLS_CERT")
     prefix = env.text("NATS_SUBJECT_PREFIX", "") or ""
     if not _PREFIX.match(prefix):
         raise SettingsError(

@@ -14,6 +14,7 @@ import ssl
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ from lumiku_bgremover.settings import S3Settings, Settings
 from lumiku_bgremover.storage import build_object_store
 from tests.fixtures.nats_auth import Operator, TlsFiles, token_config, users_config
 from tests.integration.pipeline_harness import Client, EventLog, batch_request, photo
-from tests.integration.service import service_environment, service_settings
-from tests.reliability.harness import NatsNode, Service, services
+from tests.integration.service import service_environment
+from tests.reliability.harness import NatsNode, Service, eventually, services
 
 pytestmark = pytest.mark.integration
 
@@ -158,24 +159,52 @@ async def test_every_authentication_option_connects_both_kinds_of_connection(
 
 # --- the running service under exactly the documented permissions --------------------
 
-
-def namespaced(nats_url: str, namespace: str, database_url: str, s3: S3Settings) -> Settings:
-    return service_settings(nats_url, namespace, database_url, s3)
+SERVICE_LOGIN = {"NATS_USER": "svc", "NATS_PASSWORD": "pw-of-svc"}
 
 
-def permissions_config(settings: Settings, service_grants: dict[str, object]) -> str:
-    """Three users: the service (`service_grants`), a client app, and nobody else."""
+def users_with(settings: Settings, service_grants: dict[str, object]) -> str:
+    """Two users: the service (`service_grants`) and a client app (its documented grants)."""
     return users_config({
         "svc": ("pw-of-svc", service_grants),
         "app": ("pw-of-app", client_permissions(settings).server_config()),
     })  # fmt: skip
 
 
+@dataclass
+class Deployment:
+    """The service's environment and settings (as it reads them), before NATS is up."""
+
+    env: dict[str, str]
+    tls: TlsFiles
+
+    @classmethod
+    def of(cls, tmp_path: Path, namespace: str, database_url: str, s3: S3Settings,
+           login: dict[str, str]) -> Deployment:  # fmt: skip
+        tls = TlsFiles.create(tmp_path / "tls")
+        env = service_environment(UNSET_URL, namespace, database_url, s3)
+        return cls(env | login | {"NATS_TLS_CA": str(tls.ca)}, tls)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env)
+
+    def service(self, node: NatsNode, log_path: Path, **extra: str) -> Service:
+        return Service(self.env | {"NATS_URL": node.url} | extra, log_path)
+
+
+#: The service's URL until its nats-server has a port (permissions do not depend on it).
+UNSET_URL = "nats://127.0.0.1:4222"
+
+
 @asynccontextmanager
-async def client_app(settings: Settings, url: str, tls: TlsFiles) -> AsyncIterator[Client]:
-    """A client app as user `app`: plain nats-py, the events it may follow, S3 directly."""
-    nc = await nats.connect(url, user="app", password="pw-of-app", tls=trusting(tls),
-                            allow_reconnect=False, max_reconnect_attempts=1)  # fmt: skip
+async def client_app(
+    deployment: Deployment, node: NatsNode, tls: ssl.SSLContext | None = None, **login: Any
+) -> AsyncIterator[Client]:
+    """A client app: plain nats-py, the events it may follow, and S3 directly."""
+    settings = deployment.settings
+    settings = replace(settings, nats=replace(settings.nats, servers=(node.url,)))
+    nc = await nats.connect(node.url, tls=tls or trusting(deployment.tls), allow_reconnect=False,
+                            max_reconnect_attempts=1, **login)  # fmt: skip
     events = EventLog(prefix=settings.nats.subject_prefix)
     for grant in client_permissions(settings).subscribe[1:]:
         await nc.subscribe(grant.subject, cb=events.on_message)
@@ -186,38 +215,91 @@ async def client_app(settings: Settings, url: str, tls: TlsFiles) -> AsyncIterat
         await nc.close()
 
 
-def service_env(settings: Settings, base: dict[str, str], tls: TlsFiles) -> dict[str, str]:
-    return base | {"NATS_USER": "svc", "NATS_PASSWORD": "pw-of-svc", "NATS_TLS_CA": str(tls.ca)}
-
-
 async def test_the_service_under_exactly_the_documented_permissions(
     tmp_path: Path, nats_namespace: str, migrated_database_url: str, s3_settings: S3Settings
 ) -> None:
-    tls = TlsFiles.create(tmp_path / "tls")
-    probe = namespaced("nats://127.0.0.1:1", nats_namespace, migrated_database_url, s3_settings)
-    grants = run_permissions(probe).server_config()
-    config = permissions_config(probe, grants) + tls.server_config()
+    deployment = Deployment.of(tmp_path, nats_namespace, migrated_database_url, s3_settings,
+                               SERVICE_LOGIN)  # fmt: skip
+    grants = run_permissions(deployment.settings).server_config()
+    config = users_with(deployment.settings, grants) + deployment.tls.server_config()
     async with nats_server(tmp_path / "nats", config) as node:
-        settings = namespaced(node.url, nats_namespace, migrated_database_url, s3_settings)
-        base = service_environment(node.url, nats_namespace, migrated_database_url, s3_settings)
-        service = Service(service_env(settings, base, tls), tmp_path / "service.log")
+        service = deployment.service(node, tmp_path / "service.log")
         with services(service):
             await service.start()
-            async with client_app(settings, node.url, tls) as app:
-                await drive_a_quote_a_batch_and_its_status(app)
+            async with client_app(deployment, node, user="app", password="pw-of-app") as app:
+                await drive_a_quote_a_batch_and_its_status(app, "secure-1")
         server_log = node.proc.log()
     assert VIOLATION not in server_log
     assert "permissions violation" not in service.proc.log().lower()
 
 
-async def drive_a_quote_a_batch_and_its_status(app: Client) -> None:
+async def test_the_service_with_a_creds_file_over_mutual_tls(
+    tmp_path: Path, nats_namespace: str, migrated_database_url: str, s3_settings: S3Settings
+) -> None:
+    operator = Operator.create()
+    creds = tmp_path / "service.creds"
+    creds.write_text(operator.user_creds("lumiku-bgremover"))
+    deployment = Deployment.of(tmp_path, nats_namespace, migrated_database_url, s3_settings,
+                               {"NATS_CREDS": str(creds)})  # fmt: skip
+    tls = deployment.tls
+    deployment.env |= {"NATS_TLS_CERT": str(tls.client_cert), "NATS_TLS_KEY": str(tls.client_key)}
+    app_creds = tmp_path / "app.creds"
+    app_creds.write_text(operator.user_creds("some-app"))
+    config = operator.server_config(tmp_path) + tls.server_config(verify_clients=True)
+    async with nats_server(tmp_path / "nats", config) as node:
+        service = deployment.service(node, tmp_path / "service.log")
+        with services(service):
+            await service.start()
+            client_tls = trusting(tls)
+            client_tls.load_cert_chain(str(tls.client_cert), str(tls.client_key))
+            async with client_app(deployment, node, client_tls,
+                                  user_credentials=str(app_creds)) as app:  # fmt: skip
+                await drive_a_quote_a_batch_and_its_status(app, "secure-2")
+
+
+@pytest.mark.parametrize(
+    ("missing", "refused"),
+    [
+        ("$JS.API.STREAM.INFO.{s}_REQUESTS", 'publish to "$js.api.stream.info.{s}_requests"'),
+        ("$JS.API.CONSUMER.MSG.NEXT.{S}_WORK.*", 'publish to "$js.api.consumer.msg.next.{s}_work.'),
+    ],
+    ids=["provisioning-at-start", "pulling-work"],
+)
+async def test_a_missing_permission_is_logged_as_an_error_naming_it(
+    missing: str, refused: str, tmp_path: Path, nats_namespace: str,
+    migrated_database_url: str, s3_settings: S3Settings,
+) -> None:  # fmt: skip
+    deployment = Deployment.of(tmp_path, nats_namespace, migrated_database_url, s3_settings,
+                               SERVICE_LOGIN)  # fmt: skip
+    missing = missing.format(S=nats_namespace.upper(), s=nats_namespace.upper())
+    refused = refused.format(s=nats_namespace.lower())
+    grants = run_permissions(deployment.settings).server_config()
+    assert missing in grants["publish"]
+    grants["publish"] = [g for g in grants["publish"] if g != missing]
+    config = users_with(deployment.settings, grants) + deployment.tls.server_config()
+    async with nats_server(tmp_path / "nats", config) as node:
+        service = deployment.service(node, tmp_path / "service.log")
+        with services(service):
+            service.proc.start()
+            line = f"ERROR lumiku_bgremover.messaging nats: permissions violation for {refused}"
+            await eventually(lambda: line in service.proc.log(), 60, f"{line!r} logged")
+            if "stream.info" in refused:  # start-up cannot go on: the service exits
+                await eventually(lambda: not service.proc.alive, 30, "the service exited")
+                assert service.proc.process is not None
+                assert service.proc.process.returncode == 1
+        assert f'Publish Violation - Subject "{missing.replace(".*", ".")}' in node.proc.log()
+    assert "the service's NATS user lacks this permission (see docs/nats-permissions.md)" in (
+        service.proc.log())  # fmt: skip
+
+
+async def drive_a_quote_a_batch_and_its_status(app: Client, request_id: str) -> None:
     await app.grant(USER, 1000)
     quote = await app.request(subjects.QUOTE, {"user_id": USER, "tier": "standard",
                                                "count": 3, "mode": "batch"})  # fmt: skip
     assert (quote["status"], quote["total"], quote["balance"]) == ("ok", 24, 1000)
     assert (quote["sufficient"], quote["accepted"]) == (True, True)
     refs = [await app.upload(USER, f"p{i}.png", photo(i)) for i in range(3)]
-    await app.publish(subjects.BATCH_REQUESTED, batch_request("secure-1", USER, refs))
+    await app.publish(subjects.BATCH_REQUESTED, batch_request(request_id, USER, refs))
     await app.events.wait(lambda log: bool(log.of(subjects.BATCH_COMPLETED)))
     [completed] = app.events.of(subjects.BATCH_COMPLETED)
     assert (completed["status"], completed["succeeded"], completed["failed"]) == (

@@ -83,6 +83,8 @@ def test_secrets_stay_out_of_repr() -> None:
         ({"NATS_SUBJECT_PREFIX": "no-dot"}, "NATS_SUBJECT_PREFIX"),
         ({"NATS_STREAM_PREFIX": "a.b"}, "NATS_STREAM_PREFIX"),
         ({"NATS_CREDS": "/nonexistent/user.creds"}, "NATS_CREDS"),
+        ({"NATS_USER": "u", "NATS_PASSWORD": "p", "NATS_TOKEN": "t"}, "NATS_TOKEN"),
+        ({"NATS_TLS_KEY": "/etc/hostname"}, "NATS_TLS_KEY"),
         ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
         (
             {
@@ -125,6 +127,16 @@ def test_creds_file_must_exist(tmp_path: Path) -> None:
     creds = tmp_path / "svc.creds"
     creds.write_text("-----BEGIN NATS USER JWT-----\n")
     assert Settings.from_env({"NATS_CREDS": str(creds)}).nats.creds_file == creds
+
+
+def test_one_nats_login_at_a_time(tmp_path: Path) -> None:
+    creds = tmp_path / "svc.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\n")
+    env = {"NATS_CREDS": str(creds), "NATS_USER": "u", "NATS_PASSWORD": "p"}
+    with pytest.raises(
+        SettingsError, match=r"^NATS_USER: use one NATS login, not NATS_CREDS and NATS_USER$"
+    ):
+        Settings.from_env(env)
 
 
 # --- engines: hosted providers, fallbacks, resilience ------------------------------------

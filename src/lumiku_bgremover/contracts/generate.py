@@ -3,8 +3,8 @@
     python -m lumiku_bgremover.contracts.generate [--root DIR]          # write
     python -m lumiku_bgremover.contracts.generate [--root DIR] --check  # exit 1 if stale
 
-Schemas, `asyncapi.yaml` and `README.md` are generated; examples are hand-written
-and never touched.
+Schemas, `asyncapi.yaml` and `README.md` are generated, and so is
+`docs/nats-permissions.md`; examples are hand-written and never touched.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from lumiku_bgremover.contracts import documents
 from lumiku_bgremover.contracts.readme import readme_text
 from lumiku_bgremover.contracts.subjects import message_types
+from lumiku_bgremover.permissions_page import PAGE_PATH, permissions_page
 
 
 def generated_files() -> dict[str, str]:
@@ -24,6 +25,7 @@ def generated_files() -> dict[str, str]:
     files = {documents.schema_path(kind): documents.schema_text(kind) for kind in message_types()}
     files[documents.ASYNCAPI_PATH] = documents.asyncapi_text()
     files[documents.README_PATH] = readme_text()
+    files[PAGE_PATH] = permissions_page()
     return files
 
 
