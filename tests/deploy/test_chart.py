@@ -458,13 +458,16 @@ def test_config_uses_the_variables_settings_reads(chart: helm.Chart, profile: st
         assert named <= known - SECRET_VARIABLES, deployment["metadata"]["name"]
 
 
-def test_secrets_never_reach_a_configmap(chart: helm.Chart) -> None:
+@pytest.mark.parametrize("login", ["natsUser", "natsToken"])
+def test_secrets_never_reach_a_configmap(chart: helm.Chart, login: str) -> None:
     fields = {
         "databaseUrl": "DATABASE_URL", "s3AccessKey": "S3_ACCESS_KEY",
         "s3SecretKey": "S3_SECRET_KEY", "natsUser": "NATS_USER", "natsPassword": "NATS_PASSWORD",
         "natsToken": "NATS_TOKEN", "hfToken": "HF_TOKEN", "segmindApiKey": "SEGMIND_API_KEY",
         "smtpUser": "SMTP_USER", "smtpPassword": "SMTP_PASSWORD",
     }  # fmt: skip
+    other = {"natsUser": ("natsToken",), "natsToken": ("natsUser", "natsPassword")}[login]
+    fields = {field: name for field, name in fields.items() if field not in other}
     markers = {field: f"marker-{field}-7f3a" for field in fields}
     docs = render(chart, {"secrets": markers} | {"notifier": NOTIFIER["notifier"]})
     for doc in docs:  # ConfigMaps, and the pods' literal env (the notifier's SMTP_* too)
@@ -474,6 +477,23 @@ def test_secrets_never_reach_a_configmap(chart: helm.Chart) -> None:
     for secret in of_kind(docs, "Secret"):  # the release's and the hook's copy
         decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
         assert decoded == {fields[f]: marker for f, marker in markers.items()}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"secrets": {"natsUser": "svc"}}, "natsUser and secrets.natsPassword go together"),
+        ({"secrets": {"natsUser": "svc", "natsPassword": "pw", "natsToken": "t"}},
+         "use one NATS login"),
+        ({"secrets": {"natsToken": "t"}, "nats": {"auth": {"credsSecret": {"name": "c"}}}},
+         "use one NATS login"),
+    ],
+)  # fmt: skip
+def test_nats_logins_the_service_would_refuse_fail_the_render(
+    chart: helm.Chart, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmRenderError, match=message):
+        render(chart, values)
 
 
 def test_existing_secret_and_nats_files(chart: helm.Chart) -> None:
@@ -721,6 +741,12 @@ def test_smtp_credentials_from_an_existing_secret(chart: helm.Chart) -> None:
     readme = (CHART / "README.md").read_text()
     assert "SMTP_USER" in readme
     assert "SMTP_PASSWORD" in readme
+
+
+def test_the_readme_points_at_the_permissions_page() -> None:
+    readme = (CHART / "README.md").read_text()
+    assert "(../../../docs/nats-permissions.md)" in readme
+    assert (CHART / "../../../docs/nats-permissions.md").resolve().is_file()
 
 
 def test_notes_name_the_notifier_and_the_integrations(chart: helm.Chart) -> None:

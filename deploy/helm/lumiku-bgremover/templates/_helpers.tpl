@@ -253,4 +253,11 @@ Called with a dict: "root" (the chart context) and "weights" (mount the weights 
 {{- if ne (empty .Values.secrets.smtpUser) (empty .Values.secrets.smtpPassword) }}
 {{- fail "secrets.smtpUser and secrets.smtpPassword go together: set both or neither" }}
 {{- end }}
+{{- if ne (empty .Values.secrets.natsUser) (empty .Values.secrets.natsPassword) }}
+{{- fail "secrets.natsUser and secrets.natsPassword go together: set both or neither" }}
+{{- end }}
+{{- $logins := compact (list .Values.nats.auth.credsSecret.name .Values.secrets.natsUser .Values.secrets.natsToken) }}
+{{- if gt (len $logins) 1 }}
+{{- fail "use one NATS login: nats.auth.credsSecret, secrets.natsUser/natsPassword or secrets.natsToken" }}
+{{- end }}
 {{- end }}
