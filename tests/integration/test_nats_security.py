@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import nats
-import nats.errors
 import pytest
 from nats.aio.client import Client as Nats
 from nats.aio.msg import Msg
