@@ -22,7 +22,7 @@ from lumiku_bgremover.handlers.requests import register_request_handlers
 from lumiku_bgremover.observability import METRICS_KEY, Metrics, observe
 from lumiku_bgremover.observability.tracing import Tracing
 from lumiku_bgremover.pipeline.runtime import PIPELINE_KEY, run_pipeline
-from lumiku_bgremover.provisioning import provision_streams
+from lumiku_bgremover.provisioning import check_provisioned, provision_streams
 from lumiku_bgremover.services import SERVICES_KEY, Clock, Services, utc_now
 from lumiku_bgremover.settings import Settings
 from lumiku_bgremover.storage import ObjectStore, build_object_store
@@ -33,6 +33,7 @@ __all__ = [
     "Clock",
     "Services",
     "StartupError",
+    "check_provisioning",
     "check_schema",
     "create_app",
     "instrument",
@@ -65,6 +66,17 @@ async def provision(settings: Settings, store: ObjectStore) -> dict[str, str]:
     return {name: str(action) for name, action in actions.items()}
 
 
+async def check_provisioning(settings: Settings) -> int:
+    """`PROVISION_ON_START=false`: the consumers `run` binds exist; how many were checked."""
+    nc = await messaging.connect(settings.nats, name=f"{messaging.CLIENT_NAME}-provision")
+    try:
+        return await check_provisioned(
+            nc.jetstream(), settings.nats, settings.limits, settings.integrations
+        )
+    finally:
+        await nc.close()
+
+
 async def check_schema(pool: asyncpg.Pool) -> None:
     """Refuse to start on a database whose migrations have not been applied."""
     async with pool.acquire() as conn:
@@ -78,13 +90,18 @@ async def check_schema(pool: asyncpg.Pool) -> None:
 
 @asynccontextmanager
 async def open_services(settings: Settings, *, clock: Clock = utc_now) -> AsyncIterator[Services]:
-    """Connect the pool, check the schema, provision streams and bucket; close on exit."""
+    """Connect the pool, check the schema, provision streams and bucket (or check them,
+    with `provision_on_start` off); close on exit."""
     pool = await db.create_pool(settings.require_database())
     try:
         await check_schema(pool)
         store = build_object_store(settings.storage)
-        for stream, action in (await provision(settings, store)).items():
-            log.info("stream %s: %s", stream, action)
+        if settings.provision_on_start:
+            for stream, action in (await provision(settings, store)).items():
+                log.info("stream %s: %s", stream, action)
+        else:
+            checked = await check_provisioning(settings)
+            log.info("provisioned beforehand: %d consumers checked", checked)
         yield Services(settings=settings, pool=pool, store=store, clock=clock)
     finally:
         await pool.close()

@@ -106,8 +106,10 @@ def _service_publish(settings: Settings) -> list[Grant]:
         what = f"{binding.app.value} events"
         grants += _pulling(binding.stream, binding.durable, what, binds=True)
     grants += _pulling(names.work, "*", "work items", binds=False)
-    grants.append(Grant(f"{_API}.CONSUMER.INFO.{names.work}.*", "the work-queue lag gauge"))
+    checked = "checked at start with `PROVISION_ON_START=false`"
+    grants.append(Grant(f"{_API}.CONSUMER.INFO.{names.work}.*", f"the lag gauge; {checked}"))
     grants += _pulling(names.dead_letters, "*", "max-deliveries advisories", binds=False)
+    grants.append(Grant(f"{_API}.CONSUMER.INFO.{names.dead_letters}.*", checked))
     grants += [
         Grant(f"{_API}.STREAM.MSG.GET.{names.work}", "read a dead work item"),
         Grant(f"{_API}.STREAM.MSG.DELETE.{names.work}", "remove a dead work item"),
@@ -125,7 +127,7 @@ def _service_subscribe(settings: Settings) -> list[Grant]:
 
 
 def service_permissions(settings: Settings) -> Permissions:
-    """What `lumiku-bgremover run` needs once its streams and consumers exist (any `ROLE`)."""
+    """What `lumiku-bgremover run` needs with `PROVISION_ON_START=false` (any `ROLE`)."""
     publish, subscribe = _service_publish(settings), _service_subscribe(settings)
     return Permissions(_unique(publish), _unique(subscribe), allow_responses=True)
 
@@ -163,8 +165,10 @@ def provision_permissions(settings: Settings) -> Permissions:
 
 
 def run_permissions(settings: Settings) -> Permissions:
-    """`run` provisions at start: the service's permissions and provisioning's."""
-    return service_permissions(settings) | provision_permissions(settings)
+    """What `run` needs: the service's permissions, and provisioning's unless
+    `PROVISION_ON_START=false` (a separate `provision` step then does it)."""
+    service = service_permissions(settings)
+    return service | provision_permissions(settings) if settings.provision_on_start else service
 
 
 def notifier_permissions(settings: Settings) -> Permissions:

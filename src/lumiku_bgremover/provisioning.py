@@ -286,6 +286,35 @@ async def bind_integrations(
         await js.add_consumer(binding.stream, integration_consumer_config(settings, binding))
 
 
+def bound_consumers(
+    settings: NatsSettings, limits: Limits, integrations: IntegrationSettings
+) -> list[tuple[str, str]]:
+    """(stream, durable) of every consumer `run` binds to (the notifier's aside)."""
+    names = StreamNames.of(settings)
+    work = [(names.work, c.durable_name or "") for c in work_consumer_configs(settings, limits)]
+    dead = [(names.dead_letters, dead_letter_consumer_config(settings).durable_name or "")]
+    requests = [(names.requests, c.durable_name or "")
+                for c in request_consumer_configs(settings).values()]  # fmt: skip
+    apps = [(b.stream, b.durable) for b in integrations.bindings(settings.stream_prefix)]
+    return work + dead + requests + apps
+
+
+async def check_provisioned(
+    js: JetStreamContext, settings: NatsSettings, limits: Limits, integrations: IntegrationSettings
+) -> int:
+    """Every consumer `run` binds to exists (`PROVISION_ON_START=false`); how many."""
+    consumers = bound_consumers(settings, limits, integrations)
+    for stream, durable in consumers:
+        try:
+            await js.consumer_info(stream, durable)
+        except NotFoundError:
+            raise ProvisionError(
+                f"consumer {durable} of stream {stream} does not exist: run "
+                "`lumiku-bgremover provision` first (PROVISION_ON_START is off)"
+            ) from None
+    return len(consumers)
+
+
 async def provision_streams(
     js: JetStreamContext,
     settings: NatsSettings,

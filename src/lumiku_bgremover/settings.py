@@ -201,6 +201,10 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Jakarta"))
     admin_subjects_enabled: bool = False
+    #: `run` creates or updates streams, consumers and the bucket at start; off, it only
+    #: checks its consumers exist (a separate `provision` step made them), so its NATS
+    #: user needs no stream or consumer create/update permission.
+    provision_on_start: bool = True
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
     role: Role = Role.ALL
@@ -221,6 +225,7 @@ class Settings:
             limits=_limits(env),
             timezone=_timezone(env),
             admin_subjects_enabled=env.flag("ADMIN_SUBJECTS_ENABLED", default=False),
+            provision_on_start=env.flag("PROVISION_ON_START", default=True),
             log_level=_log_level(env),
             log_format=_choice(env, "LOG_FORMAT", LogFormat, LogFormat.TEXT),
             role=_choice(env, "ROLE", Role, Role.ALL),

@@ -28,7 +28,7 @@ from lumiku_bgremover.integration_settings import (
     notifier_settings_from_env,
 )
 from lumiku_bgremover.provisioning import StreamNames, work_consumer_configs
-from lumiku_bgremover.settings import Limits, NatsSettings
+from lumiku_bgremover.settings import Limits, NatsSettings, Settings
 
 ROOT = Path(__file__).parents[2]
 CHART = ROOT / "deploy" / "helm" / "lumiku-bgremover"
@@ -741,6 +741,16 @@ def test_smtp_credentials_from_an_existing_secret(chart: helm.Chart) -> None:
     readme = (CHART / "README.md").read_text()
     assert "SMTP_USER" in readme
     assert "SMTP_PASSWORD" in readme
+
+
+def test_provisioning_at_start_is_a_value(chart: helm.Chart) -> None:
+    assert config_data(render(chart, {}))["PROVISION_ON_START"] == "true"
+    off = config_data(render(chart, {"nats": {"provisionOnStart": False}}))
+    assert off["PROVISION_ON_START"] == "false"
+    assert (
+        Settings.from_env({"PROVISION_ON_START": off["PROVISION_ON_START"]}).provision_on_start
+        is False
+    )
 
 
 def test_the_readme_points_at_the_permissions_page() -> None:

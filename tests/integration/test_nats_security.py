@@ -9,6 +9,7 @@ plays a client app with plain nats-py under the client permissions of the same p
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import ssl
 import warnings
@@ -25,12 +26,17 @@ from nats.aio.msg import Msg
 
 from lumiku_bgremover import messaging
 from lumiku_bgremover.contracts import subjects
-from lumiku_bgremover.permissions import client_permissions, run_permissions
+from lumiku_bgremover.permissions import (
+    client_permissions,
+    provision_permissions,
+    run_permissions,
+    service_permissions,
+)
 from lumiku_bgremover.settings import S3Settings, Settings
 from lumiku_bgremover.storage import build_object_store
 from tests.fixtures.nats_auth import Operator, TlsFiles, token_config, users_config
 from tests.integration.pipeline_harness import Client, EventLog, batch_request, photo
-from tests.integration.service import service_environment
+from tests.integration.service import cli, service_environment
 from tests.reliability.harness import NatsNode, Service, eventually, services
 
 pytestmark = pytest.mark.integration
@@ -162,9 +168,10 @@ SERVICE_LOGIN = {"NATS_USER": "svc", "NATS_PASSWORD": "pw-of-svc"}
 
 
 def users_with(settings: Settings, service_grants: dict[str, object]) -> str:
-    """Two users: the service (`service_grants`) and a client app (its documented grants)."""
+    """The service (`service_grants`), `provision` and a client app (their documented grants)."""
     return users_config({
         "svc": ("pw-of-svc", service_grants),
+        "prov": ("pw-of-prov", provision_permissions(settings).server_config()),
         "app": ("pw-of-app", client_permissions(settings).server_config()),
     })  # fmt: skip
 
@@ -214,14 +221,32 @@ async def client_app(
         await nc.close()
 
 
+async def provision_as(user: str, password: str, deployment: Deployment, node: NatsNode) -> str:
+    """`lumiku-bgremover provision` as `user`; its output."""
+    env = deployment.env | {"NATS_URL": node.url, "NATS_USER": user, "NATS_PASSWORD": password}
+    done = await asyncio.to_thread(cli, "provision", env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize(
+    "provision_on_start", [True, False], ids=["run-provisions", "provision-first"]
+)
 async def test_the_service_under_exactly_the_documented_permissions(
-    tmp_path: Path, nats_namespace: str, migrated_database_url: str, s3_settings: S3Settings
-) -> None:
+    provision_on_start: bool, tmp_path: Path, nats_namespace: str, migrated_database_url: str,
+    s3_settings: S3Settings,
+) -> None:  # fmt: skip
+    login = SERVICE_LOGIN | {"PROVISION_ON_START": str(provision_on_start).lower()}
     deployment = Deployment.of(tmp_path, nats_namespace, migrated_database_url, s3_settings,
-                               SERVICE_LOGIN)  # fmt: skip
+                               login)  # fmt: skip
     grants = run_permissions(deployment.settings).server_config()
+    if not provision_on_start:  # the service's own part only
+        assert grants == service_permissions(deployment.settings).server_config()
     config = users_with(deployment.settings, grants) + deployment.tls.server_config()
     async with nats_server(tmp_path / "nats", config) as node:
+        if not provision_on_start:
+            output = await provision_as("prov", "pw-of-prov", deployment, node)
+            assert f"stream {nats_namespace.upper()}_WORK: created" in output
         service = deployment.service(node, tmp_path / "service.log")
         with services(service):
             await service.start()
@@ -230,6 +255,31 @@ async def test_the_service_under_exactly_the_documented_permissions(
         server_log = node.proc.log()
     assert VIOLATION not in server_log
     assert "permissions violation" not in service.proc.log().lower()
+    # 2 lanes x 8 work partitions, the dead-letter mover, 3 request and 3 app consumers
+    checked = "provisioned beforehand: 23 consumers checked"
+    assert (checked in service.proc.log()) is not provision_on_start
+
+
+async def test_a_service_that_does_not_provision_stops_on_a_missing_consumer(
+    tmp_path: Path, nats_namespace: str, migrated_database_url: str, s3_settings: S3Settings
+) -> None:
+    login = SERVICE_LOGIN | {"PROVISION_ON_START": "false"}
+    deployment = Deployment.of(tmp_path, nats_namespace, migrated_database_url, s3_settings,
+                               login)  # fmt: skip
+    grants = service_permissions(deployment.settings).server_config()
+    config = users_with(deployment.settings, grants) + deployment.tls.server_config()
+    async with nats_server(tmp_path / "nats", config) as node:
+        service = deployment.service(node, tmp_path / "service.log")
+        with services(service):
+            service.proc.start()
+            await eventually(lambda: not service.proc.alive, 60, "the service exited")
+    assert service.proc.process is not None
+    assert service.proc.process.returncode == 1
+    work = f"{nats_namespace.upper()}_WORK"
+    assert (
+        f"lumiku-bgremover run: consumer {work}_INTERACTIVE_0 of stream {work} does not exist: "
+        "run `lumiku-bgremover provision` first (PROVISION_ON_START is off)"
+    ) in service.proc.log()
 
 
 async def test_the_service_with_a_creds_file_over_mutual_tls(

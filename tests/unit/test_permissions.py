@@ -85,3 +85,11 @@ async def test_a_refused_permission_is_logged_as_an_error(caplog: pytest.LogCapt
         ("ERROR", f'nats: permissions violation for publish to "bgremove.item.done": {lacking}'),
         ("WARNING", "NATS: ConnectionRefusedError('down')"),
     ]
+
+
+def test_a_service_that_does_not_provision_needs_only_its_own_permissions() -> None:
+    settings = Settings.from_env({"PROVISION_ON_START": "false"})
+    assert settings.provision_on_start is False
+    assert run_permissions(settings) == service_permissions(settings)
+    assert not [s for s in every_subject(run_permissions(settings)) if ".CREATE." in s]
+    assert not [s for s in every_subject(run_permissions(settings)) if ".UPDATE." in s]

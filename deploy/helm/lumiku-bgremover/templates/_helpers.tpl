@@ -82,6 +82,7 @@ NATS_STREAM_PREFIX: {{ .Values.nats.streamPrefix | quote }}
 NATS_STREAM_REPLICAS: {{ .Values.nats.streamReplicas | quote }}
 NATS_DUPLICATE_WINDOW_S: {{ .Values.nats.duplicateWindowS | quote }}
 NATS_PUBLISH_TIMEOUT_S: {{ .Values.nats.publishTimeoutS | quote }}
+PROVISION_ON_START: {{ .Values.nats.provisionOnStart | quote }}
 {{- if .Values.nats.auth.credsSecret.name }}
 NATS_CREDS: "/etc/lumiku/nats-creds/{{ .Values.nats.auth.credsSecret.key }}"
 {{- end }}
