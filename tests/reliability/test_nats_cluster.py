@@ -1,7 +1,8 @@
 """A three-node JetStream cluster with every stream at three replicas: nodes killed
 one at a time under a running batch (the work stream's leader, then the node the
 worker is connected to), and two workers on different nodes sharing one batch.
-Nothing is lost or done twice, and the killed nodes come back current."""
+Nothing is lost or done twice, and the killed nodes come back current. The work
+queue's NATS probe says "down" while the events stream has no leader."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import dataclasses
 import re
 from collections import Counter
 
+import nats
 import pytest
 
 from lumiku_bgremover.db import connect
-from lumiku_bgremover.provisioning import StreamNames
+from lumiku_bgremover.pipeline.dependencies import jetstream_probe
+from lumiku_bgremover.provisioning import StreamNames, provision_streams
 from tests.reliability.cluster import NatsCluster
 from tests.reliability.harness import eventually, services
 from tests.reliability.stack import (
@@ -107,3 +110,29 @@ async def test_two_workers_on_different_nodes_share_a_batch(cluster_stack: Stack
     assert by_first, "the worker on n0 finished items"
     assert by_second, "the worker on n1 finished items"
     assert Counter(by_first + by_second) == Counter(ids), "each item finished by one worker, once"
+
+
+@pytest.mark.timeout(180)
+async def test_the_nats_probe_is_down_while_the_events_stream_has_no_leader(
+    cluster_stack: Stack,
+) -> None:
+    cluster = cluster_of(cluster_stack)
+    settings = cluster_stack.settings
+    events = StreamNames.of(settings.nats).events
+    async with cluster.client() as nc:
+        await provision_streams(nc.jetstream(), settings.nats, settings.limits)
+    await cluster.wait_all_current([events])
+    leader = await cluster.leader_of(events)
+    survivor, *others = [name for name in cluster.nodes if name != leader]
+    nc = await nats.connect(cluster.nodes[survivor].url, max_reconnect_attempts=-1)
+    try:
+        probe = jetstream_probe(nc, events)
+        assert await probe.answers()
+        for name in (leader, *others):
+            cluster.nodes[name].kill()  # one of three left: no quorum, no leader
+        await nc.flush(timeout=5)  # the connection itself is fine ...
+        assert not await probe.answers()  # ... but the stream cannot take a publish
+        await cluster.restart(leader)
+        await eventually(probe.answers, 60, "the probe answers once the stream has a leader")
+    finally:
+        await nc.close()
