@@ -54,6 +54,7 @@ async def progressed(stack: Stack, by: int = 2) -> None:
     await wait_done_at_least(stack.database_url, await done_count(stack) + by)
 
 
+@pytest.mark.long  # 30-40 s on a loaded machine: `make test-reliability` only
 @pytest.mark.timeout(300)
 async def test_leader_then_connected_node_killed_loses_and_doubles_nothing(
     cluster_stack: Stack,
