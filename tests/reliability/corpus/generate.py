@@ -138,6 +138,34 @@ def oversize() -> bytes:
     return head + bytes(MAX_IMAGE_BYTES + 1 - len(head))
 
 
+_GOOD_IMAGE: Final = (
+    b'{"filename": "a.png", "ref": {"bucket": "@BUCKET@", "key": "originals/@USER@/good.png"}}'
+)
+_HEAD: Final = b'{"request_id": "@REQ@", "user_id": "@USER@", "tier": "standard", '
+
+
+def batch_of(count: int, image: bytes = _GOOD_IMAGE) -> bytes:
+    """A batch request body (a template: `@USER@`, `@REQ@`, `@BUCKET@`) of `count` images."""
+    return _HEAD + b'"images": [' + b", ".join([image] * count) + b"]}\n"
+
+
+def nesting_bomb(depth: int = 100_000) -> bytes:
+    """An unknown field holding an array nested `depth` deep."""
+    return _HEAD + b'"images": [' + _GOOD_IMAGE + b'], "x": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def huge_string() -> bytes:
+    """A 900 KB correlation ref (the contract allows 256 characters)."""
+    correlation = b'"correlation": {"app": "web", "ref": "' + b"x" * 900_000 + b'"}'
+    return _HEAD + b'"images": [' + _GOOD_IMAGE + b"], " + correlation + b"}"
+
+
+def declared_over_two_gib() -> bytes:
+    """300 images each declaring 8 MB: each under the image limit, 2.4 GB together."""
+    image = _GOOD_IMAGE[:-1] + b', "size_bytes": 8000000}'
+    return batch_of(300, image)
+
+
 #: Committed files: name -> builder.
 COMMITTED: Final[dict[str, Callable[[], bytes]]] = {
     "good.png": lambda: _save(_picture(), "PNG"),
@@ -163,7 +191,16 @@ COMMITTED: Final[dict[str, Callable[[], bytes]]] = {
     "tiff-disguised.png": lambda: _save(_picture(), "TIFF"),
 }
 #: Generated on first use into `.cache/` (too big to commit).
-CACHED: Final[dict[str, Callable[[], bytes]]] = {"oversize-10MiB+1.png": oversize}
+CACHED: Final[dict[str, Callable[[], bytes]]] = {
+    "oversize-10MiB+1.png": oversize,
+    "images-501.json": lambda: batch_of(501),
+    "images-12000-urls.json": lambda: batch_of(
+        12000, b'{"filename": "a.png", "ref": {"url": "https://a.example/a.png"}}'
+    ),
+    "nesting-bomb.json": nesting_bomb,
+    "string-900k.json": huge_string,
+    "declared-2.4GB.json": declared_over_two_gib,
+}
 
 
 def ensure(name: str) -> Path:
