@@ -38,8 +38,7 @@ async def item_rows(database_url: str) -> list[dict[str, Any]]:
     """Every item row (one batch's, in tests with one batch), by index."""
     async with connect(database_url) as conn:
         rows = await conn.fetch(
-            "SELECT idx, status, engine, engine_fallback, error_code FROM batch_items"
-            " ORDER BY idx"
+            "SELECT idx, status, engine, engine_fallback, error_code FROM batch_items ORDER BY idx"
         )
     return [dict(row) for row in rows]
 

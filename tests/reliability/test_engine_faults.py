@@ -132,7 +132,8 @@ async def test_a_storm_opens_the_breaker_and_the_fallback_serves(
             await assert_all_done(stack, client, "ann", count)
     finally:
         service.proc.kill()
-    served = Counter((r["engine"], r["engine_fallback"]) for r in await item_rows(stack.database_url))
+    rows = await item_rows(stack.database_url)
+    served = Counter((r["engine"], r["engine_fallback"]) for r in rows)
     assert served == {("huggingface", False): served_first, ("segmind", True): count - served_first}
     # the third item's three attempts opened the breaker: no call to Hugging Face after it
     assert inference_calls(fakes.huggingface) == served_first + breaker
