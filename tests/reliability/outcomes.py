@@ -17,21 +17,7 @@ from lumiku_bgremover.contracts import subjects
 from lumiku_bgremover.db import connect
 from tests.fixtures.events import stored_events
 from tests.integration.pipeline_harness import Client
-from tests.reliability.harness import eventually
 from tests.reliability.stack import Stack, objects_under
-
-
-async def wait_batches_announced(database_url: str, count: int, timeout_s: float) -> None:
-    """Until `count` batches have published their `batch.completed`."""
-
-    async def check() -> bool:
-        async with connect(database_url) as conn:
-            n = await conn.fetchval(
-                "SELECT count(*) FROM batches WHERE completion_announced_at IS NOT NULL"
-            )
-        return int(n) >= count
-
-    await eventually(check, timeout_s, f"{count} batches announced completed")
 
 
 async def item_rows(database_url: str) -> list[dict[str, Any]]:

@@ -23,13 +23,14 @@ from lumiku_bgremover.contracts import subjects
 from lumiku_bgremover.engines.fakes import FakeHuggingFace, FakeSegmind, Fault, Recorded
 from lumiku_bgremover.engines.fakes.scenario import HostedFakes, hosted_fakes
 from tests.integration.pipeline_harness import Client, batch_request, photo
-from tests.reliability.outcomes import (
-    Outcome,
-    assert_outcome,
-    item_rows,
-    wait_batches_announced,
+from tests.reliability.outcomes import Outcome, assert_outcome, item_rows
+from tests.reliability.stack import (
+    Stack,
+    assert_all_done,
+    client_of,
+    standard_price,
+    wait_batches_completed,
 )
-from tests.reliability.stack import Stack, assert_all_done, client_of, standard_price
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -98,7 +99,7 @@ async def test_transient_engine_faults_are_retried_and_every_item_is_done(
     try:
         async with client_of(stack) as client:
             await submit(client, "ann", [96] * count, "transient")
-            await wait_batches_announced(stack.database_url, 1, 120)
+            await wait_batches_completed(stack.database_url, 1, 120)
             await assert_all_done(stack, client, "ann", count)
     finally:
         service.proc.kill()
@@ -128,7 +129,7 @@ async def test_a_storm_opens_the_breaker_and_the_fallback_serves(
     try:
         async with client_of(stack) as client:
             await submit(client, "ann", [96] * count, "storm")
-            await wait_batches_announced(stack.database_url, 1, 120)
+            await wait_batches_completed(stack.database_url, 1, 120)
             await assert_all_done(stack, client, "ann", count)
     finally:
         service.proc.kill()
@@ -163,7 +164,7 @@ async def test_permanent_engine_faults_fail_their_items_with_the_code_and_a_refu
     try:
         async with client_of(stack) as client:
             await submit(client, "ann", widths, "permanent")
-            await wait_batches_announced(stack.database_url, 1, 120)
+            await wait_batches_completed(stack.database_url, 1, 120)
             failed = {i: POISON[w][1] for i, w in enumerate(widths) if w in POISON}
             price = standard_price(len(widths))
             want = Outcome(len(widths), failed, price=price, per_image=price // len(widths))

@@ -32,8 +32,7 @@ from lumiku_bgremover.queue.scheduling import partition_of
 from tests.fixtures.events import stored_events
 from tests.integration.pipeline_harness import Client, batch_request, photo
 from tests.reliability.harness import eventually
-from tests.reliability.outcomes import wait_batches_announced
-from tests.reliability.stack import Stack, client_of, standard_price
+from tests.reliability.stack import Stack, client_of, standard_price, wait_batches_completed
 
 pytestmark = [pytest.mark.long, pytest.mark.timeout(600)]
 
@@ -130,7 +129,7 @@ async def test_twenty_users_five_batches_each_at_once(stack: Stack) -> None:
             await submit_all(client)
             await wait_accepted(stack, total)
             await resume(js, settings.nats, settings.limits, [Lane.INTERACTIVE])
-            await wait_batches_announced(stack.database_url, total, 400)
+            await wait_batches_completed(stack.database_url, total, 400)
             await assert_users_settled(stack, client)
         assert (quotes.timeouts, quotes.errors) == (0, 0)
         assert quotes.answered > 0

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.reliability.harness import MotoS3
-from tests.reliability.outcomes import wait_batches_announced
 from tests.reliability.proxy import TcpProxy
 from tests.reliability.stack import (
     Stack,
     assert_all_done,
     client_of,
     submit_batch,
+    wait_batches_completed,
     wait_done_at_least,
 )
 
@@ -53,7 +53,7 @@ async def test_s3_refusing_connections_fails_no_item(
                 await asyncio.sleep(outage_s)  # holds the outage; nothing waits on it
             finally:
                 s3_proxy.up()
-            await wait_batches_announced(stack.database_url, 1, 120)
+            await wait_batches_completed(stack.database_url, 1, 120)
             await assert_all_done(stack, client, "ann", COUNT)
         log = service.proc.log()
         assert "dependency down" in log, "the outage reached the worker's gate"
