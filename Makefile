@@ -28,7 +28,8 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy --strict src/lumiku_bgremover
 
-# CI runs this: everything but the `long` faults (minutes-long outages, every crash point).
+# CI runs this: everything but the `long` faults (minutes-long outages, every crash point,
+# the JetStream cluster's node-kill sequence).
 test: lint typecheck
 	$(BIN)/pytest -m "not long"
 

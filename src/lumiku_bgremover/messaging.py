@@ -12,6 +12,7 @@ import nats
 import nats.errors
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream import AckPolicy
+from faststream.message import StreamMessage
 from faststream.nats import NatsBroker
 from faststream.nats.security import NatsCredentials, NatsSecurity, NatsToken, NatsUserPassword
 from nats.aio.client import Client
@@ -173,13 +174,25 @@ class ServiceBroker(NatsBroker):
             self.config.disconnect()
 
 
+async def raw_body(msg: StreamMessage[Any]) -> bytes:
+    """A message's body as sent: every handler decodes (and answers errors) itself.
+
+    FastStream's default decoder parses JSON with the standard library before any
+    handler runs: a body nested deeper than its recursion limit raised there, outside
+    our handlers, and NACK_ON_ERROR redelivered it at once, forever.
+    """
+    return msg.body
+
+
 def build_broker(settings: NatsSettings) -> NatsBroker:
-    """The service's broker: msgspec bodies, NACK on error (never a silent TERM)."""
+    """The service's broker: raw bodies (handlers decode with msgspec), NACK on error
+    (never a silent TERM)."""
     return ServiceBroker(
         list(settings.servers),
         name=CLIENT_NAME,
         security=broker_security(settings),
         serializer=MsgSpecSerializer(),
+        decoder=raw_body,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         graceful_timeout=GRACEFUL_TIMEOUT_S,
         logger=logging.getLogger(BROKER_LOGGER),

@@ -113,6 +113,8 @@ def _service_publish(settings: Settings) -> list[Grant]:
     grants += [
         Grant(f"{_API}.STREAM.MSG.GET.{names.work}", "read a dead work item"),
         Grant(f"{_API}.STREAM.MSG.DELETE.{names.work}", "remove a dead work item"),
+        # Refused, the probe would time out: NATS would look down and hold every item.
+        Grant(f"{_API}.STREAM.INFO.{names.events}", "the work queue's NATS probe"),
     ]
     return grants
 

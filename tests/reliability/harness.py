@@ -104,22 +104,28 @@ DURABLE_JETSTREAM = "jetstream {{ store_dir: {store}, sync_interval: always }}\n
 class NatsNode:
     """One nats-server with durable JetStream on a fixed loopback port."""
 
+    replicas = 1  #: what its streams can be provisioned with
+
     def __init__(
-        self, workdir: Path, *, extra: list[str] | None = None, config_text: str = ""
+        self, workdir: Path, *, extra: list[str] | None = None, config: str = "", port: int = 0
     ) -> None:
-        """`config_text` is added to the configuration file (authorization, TLS)."""
-        self.port = free_port()
+        self.port = port or free_port()
         workdir.mkdir(parents=True, exist_ok=True)
-        config = workdir / "nats.conf"
-        jetstream = DURABLE_JETSTREAM.format(store=json.dumps(str(workdir / "js")))
-        config.write_text(jetstream + config_text)
-        args = [nats_binary(), "-c", str(config), "-a", "127.0.0.1"]
+        config_path = workdir / "nats.conf"
+        store = json.dumps(str(workdir / "js"))
+        config_path.write_text(DURABLE_JETSTREAM.format(store=store) + config)
+        args = [nats_binary(), "-c", str(config_path), "-a", "127.0.0.1"]
         args += ["-p", str(self.port), *(extra or [])]
         self.proc = Proc(args, workdir / "nats.log")
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every server a client may be given (one here; all three of a cluster)."""
+        return (self.url,)
 
     async def start(self) -> None:
         self.proc.start()

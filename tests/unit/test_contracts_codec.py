@@ -35,6 +35,7 @@ from lumiku_bgremover.contracts import (
     encode,
     peek_identity,
 )
+from lumiku_bgremover.contracts.codec import Identity
 from lumiku_bgremover.contracts.documents import example_path, schema_path
 from lumiku_bgremover.contracts.subjects import message_types
 
@@ -285,6 +286,30 @@ def test_peek_identity_reads_only_valid_ids(
     assert identity.request_id == request_id
     assert identity.user_id == user_id
     assert (identity.correlation.app if identity.correlation else None) == app
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        (PoseGenerated, b'{"event_id": "e", "user_id": "u", "junk": ' + DEEP + b"}"),
+        (BatchRequested, b'{"request_id": "r", "user_id": "u", "x": ' + DEEP + b"}"),
+        (BatchCancel, b'{"batch_id": "b", "user_id": "u", "reason": ' + DEEP + b"}"),
+        (QuoteRequest, DEEP),
+    ],
+    ids=["foreign-unknown-field", "own-unknown-field", "typed-field", "top-level"],
+)
+def test_deeply_nested_bodies_are_invalid_requests(kind: type[Any], body: bytes) -> None:
+    with pytest.raises(ContractError) as caught:
+        decode(kind, body)
+    assert caught.value.code is RejectCode.INVALID_REQUEST
+    assert peek_identity(body) == Identity()  # too deep to read any id from
+
+
+def test_peek_identity_never_raises_on_deep_nesting() -> None:
+    assert peek_identity(b'{"request_id": "r1", "user_id": ' + DEEP + b"}") == Identity()
 
 
 def test_image_ref_forms() -> None:

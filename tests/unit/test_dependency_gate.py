@@ -12,7 +12,7 @@ from lumiku_bgremover.contracts.codes import FailCode
 from lumiku_bgremover.pipeline.dependencies import is_outage
 from lumiku_bgremover.pipeline.processor import ItemFailedError
 from lumiku_bgremover.queue import Delivery, WorkQueueRunner
-from lumiku_bgremover.queue.gate import DependencyGate, Probe
+from lumiku_bgremover.queue.gate import AlwaysUp, DependencyGate, Probe
 from lumiku_bgremover.settings import Limits, NatsSettings
 
 
@@ -122,9 +122,19 @@ class OnceDown:
         self.is_open = False
         return True
 
+    def candidate(self, error: BaseException) -> bool:
+        return is_outage(error)
+
     async def wait_up(self) -> None:
         await self.opened.wait()
         self.is_open = True
+
+
+class Blips(OnceDown):
+    """Outage candidates whose probes all answer: the gate never closes."""
+
+    async def down(self, error: BaseException) -> bool:
+        return False
 
 
 class FlakyProcessor:
@@ -140,7 +150,7 @@ class FlakyProcessor:
         self.given_up += 1
 
 
-def runner_with(processor: FlakyProcessor, gate: OnceDown) -> WorkQueueRunner:
+def runner_with(processor: FlakyProcessor, gate: OnceDown | AlwaysUp) -> WorkQueueRunner:
     return WorkQueueRunner(
         None,  # type: ignore[arg-type]
         NatsSettings(), Limits(), processor, heartbeat_s=0.01, gate=gate,
@@ -187,3 +197,33 @@ async def test_stopping_gives_a_waiting_item_back_at_once() -> None:
         await asyncio.wait_for(settling, 1)
     assert message.calls[-1] == "nak None"
     assert processor.given_up == 0
+
+
+async def test_a_blip_runs_the_item_again_at_once_on_the_same_delivery() -> None:
+    processor = FlakyProcessor([TimeoutError("nats: timeout")])  # a stream electing a leader
+    message = FakeMessage()
+    await runner_with(processor, Blips())._settle(message, first_delivery())  # type: ignore[arg-type]
+    assert (processor.calls, processor.given_up) == (2, 0)
+    assert message.calls[-1] == "ack"
+    assert not any(call.startswith("nak") for call in message.calls)
+
+
+async def test_a_second_blip_counts_against_the_item() -> None:
+    processor = FlakyProcessor([ConnectionResetError("reset"), ConnectionResetError("reset")])
+    message = FakeMessage()
+    await runner_with(processor, Blips())._settle(message, first_delivery())  # type: ignore[arg-type]
+    assert processor.calls == 2
+    assert message.calls[-1].startswith("nak ")  # retried later, with a backoff
+
+
+async def test_without_a_gate_an_error_is_never_a_blip() -> None:
+    processor = FlakyProcessor([ConnectionResetError("reset")])
+    message = FakeMessage()
+    await runner_with(processor, AlwaysUp())._settle(message, first_delivery())  # type: ignore[arg-type]
+    assert processor.calls == 1
+    assert message.calls[-1].startswith("nak ")
+
+
+def first_delivery() -> Delivery:
+    item = SimpleNamespace(item_id="i1")
+    return Delivery(item=item, attempt=1, last=False, stream_seq=1)  # type: ignore[arg-type]

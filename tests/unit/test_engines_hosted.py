@@ -19,7 +19,7 @@ from lumiku_bgremover.engine_settings import DEFAULT_HF_PROVIDERS, Resilience
 from lumiku_bgremover.engines import Engine, EngineError
 from lumiku_bgremover.engines.fake import fake_matte
 from lumiku_bgremover.engines.fakes import FakeHuggingFace, FakeSegmind, FakeServer, Fault
-from lumiku_bgremover.engines.hosted import ProviderError
+from lumiku_bgremover.engines.hosted import ProviderError, alpha_of
 from lumiku_bgremover.engines.huggingface import HuggingFaceEngine
 from lumiku_bgremover.engines.resilience import EngineTimeout, Resilient
 from lumiku_bgremover.engines.segmind import SegmindEngine
@@ -114,6 +114,9 @@ async def test_credentials_travel_as_documented(case: Case) -> None:
         (Fault.http(500), FailCode.ENGINE_UNAVAILABLE, True),
         (Fault.http(502), FailCode.ENGINE_UNAVAILABLE, True),
         (Fault("garbage"), FailCode.ENGINE_FAILED, True),
+        (Fault("wrong_shape"), FailCode.ENGINE_FAILED, True),
+        (Fault("bad_base64"), FailCode.ENGINE_FAILED, True),
+        (Fault("not_a_mask"), FailCode.ENGINE_FAILED, True),
     ],
     ids=lambda value: getattr(value, "kind", None) and f"{value.kind}{value.status or ''}",
 )
@@ -259,3 +262,32 @@ async def test_non_rgb_input_is_sent_as_rgb(case: Case) -> None:
 
 def test_engine_errors_are_engine_errors() -> None:
     assert issubclass(ProviderError, EngineError)
+
+
+@pytest.mark.parametrize(
+    ("mode", "colour", "grey"),
+    [("L", 90, 90), ("RGB", (90, 90, 90), 90), ("RGB", (90, 94, 88), 92), ("LA", (0, 77), 77)],
+)
+def test_a_grey_answer_or_an_alpha_channel_is_a_matte(
+    mode: str, colour: int | tuple[int, ...], grey: int
+) -> None:
+    matte = alpha_of(Image.new(mode, (4, 3), colour), (4, 3))
+    assert (matte.mode, matte.getextrema()) == ("L", (grey, grey))
+
+
+def test_a_colour_photo_without_alpha_is_no_matte() -> None:
+    with pytest.raises(ValueError, match="colour image without alpha is not a matte"):
+        alpha_of(subject(), (96, 64))
+
+
+async def test_a_rule_answers_every_matching_image_and_leaves_the_rest(case: Case) -> None:
+    wide = Image.new("RGB", (97, 64), (250, 250, 250))
+    server = case.server
+    assert isinstance(server, FakeHuggingFace | FakeSegmind)
+    server.always(lambda r: getattr(server.sent_image(r), "width", 0) == 97, Fault.http(400))
+    for _ in range(2):
+        with pytest.raises(ProviderError) as caught:
+            await case.engine.matte(wide, model=case.model)
+        assert (caught.value.status, caught.value.retryable) == (400, False)
+    matte = await case.engine.matte(subject(), model=case.model)
+    assert matte.tobytes() == fake_matte(subject()).tobytes()

@@ -173,3 +173,57 @@ async def test_a_final_but_unannounced_batch_is_announced_once(wired: Wired) -> 
     await wired.finalizer.finalize(batch_id)
     await wired.finalizer.finalize(batch_id)
     assert len(wired.events.of(subjects.BATCH_COMPLETED)) == 1
+
+
+class LosesOneImageEnd(InMemoryPublisher):
+    """Loses the connection when the first image's end is published, while `broken`;
+    records every publish call (JetStream would drop a repeat only inside its window)."""
+
+    broken = True
+
+    def __init__(self, lost_key: str) -> None:
+        super().__init__()
+        self.lost_key = lost_key
+        self.calls: list[tuple[str, str]] = []
+
+    async def publish(self, subject: str, message: msgspec.Struct, *, key: str) -> str:
+        self.calls.append((subject, key))
+        if self.broken and key == self.lost_key and subject == subjects.ITEM_DONE:
+            raise ConnectionError("NATS went away")
+        return await super().publish(subject, message, key=key)
+
+
+async def test_an_image_end_lost_to_an_outage_goes_out_before_batch_completed(
+    db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    from lumiku_bgremover.pipeline.intake import item_id_for  # noqa: PLC0415
+
+    batch_id = batch_id_for("r-lost-end")
+    first = item_id_for(batch_id, 0)
+    events = LosesOneImageEnd(first)
+    wired = wire(db_pool, tmp_path, events=events)
+    await wired.grant("gus", 100)
+    refs = [await wired.upload("gus", f"p{i}.png", png()) for i in range(3)]
+    await wired.intake.on_batch(batch_body("r-lost-end", "gus", refs, then_upscale={"scale": 4}))
+    lost, *others = wired.queue.items
+    with pytest.raises(ConnectionError):  # done in the database, its event swallowed
+        await wired.processor.process(Delivery(lost, attempt=1, last=False, stream_seq=1))
+    events.broken = False
+    for item in others:  # the other images finish the batch before `lost` comes back
+        await wired.processor.process(Delivery(item, attempt=1, last=False, stream_seq=2))
+
+    order = [(e.subject, e.body.get("index")) for e in events.events]
+    assert order[-1] == (subjects.BATCH_COMPLETED, None), "batch.completed is the last event"
+    assert sorted(i for s, i in order if s == subjects.ITEM_DONE) == [0, 1, 2]
+    handed = {e["item_id"]: e["scale"] for e in events.of(subjects.UPSCALER_REQUESTED)}
+    assert handed == {item_id_for(batch_id, i): 4 for i in range(3)}
+    straggler = next(e for e in events.of(subjects.ITEM_DONE) if e["index"] == 0)
+    assert (straggler["filename"], straggler["correlation"]) == (
+        "p0.png", {"app": "web", "ref": "r-lost-end"})  # fmt: skip
+    async with db_pool.acquire() as conn:
+        assert await repo.unannounced_items(conn, batch_id) == []
+
+    calls = len(events.calls)  # `lost` is redelivered long after: nothing is published again
+    await wired.processor.process(Delivery(lost, attempt=2, last=False, stream_seq=1))
+    assert events.calls[calls:] == []
+    assert await wired.balance("gus") == 100 - 24

@@ -25,6 +25,8 @@ _IMAGE_LISTS: Final = frozenset({"images", "avatars"})
 _LAST_FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)$")
 _ENCODER: Final = msgspec.json.Encoder()
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Why a body nested deeper than the decoder's recursion limit is refused.
+NESTED_TOO_DEEPLY: Final = "malformed JSON: nested too deeply"
 #: Longest message and path a `ContractError` keeps (the `ErrorReply` limits).
 MAX_MESSAGE: Final = 2000
 MAX_PATH: Final = 512
@@ -74,6 +76,8 @@ def decode(kind: type[T], data: bytes | bytearray | memoryview | str) -> T:
         raise classify(str(error)) from error
     except msgspec.DecodeError as error:
         raise ContractError(RejectCode.INVALID_REQUEST, f"malformed JSON: {error}") from error
+    except RecursionError:  # msgspec recurses into values it skips (unknown fields)
+        raise ContractError(RejectCode.INVALID_REQUEST, NESTED_TOO_DEEPLY) from None
     return result
 
 
@@ -125,7 +129,7 @@ def peek_identity(data: bytes | bytearray | memoryview | str) -> Identity:
     valid; nothing when the body is not a JSON object. Never raises."""
     try:
         loose = msgspec.json.decode(data, type=_Loose)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return Identity()
     request_id = _valid(Ident, loose.request_id) or _valid(Ident, loose.event_id)
     return Identity(

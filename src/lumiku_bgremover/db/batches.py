@@ -57,7 +57,9 @@ __all__ = [
     "insert_batch",
     "list_items",
     "mark_announced",
+    "mark_items_announced",
     "record_refund",
+    "unannounced_items",
 ]
 
 _BATCH_COLUMNS = ", ".join(Batch.__dataclass_fields__)
@@ -84,9 +86,9 @@ async def insert_batch(conn: Conn, batch: NewBatch, items: Sequence[NewItem]) ->
             INSERT INTO batches (id, request_id, user_id, tier, mode, lane, pricing_type,
                 total_items, credits_per_image, base_total, discount_pct, discount,
                 credits_charged, options, correlation, subscription_id, quota_key,
-                failed, failed_at_intake)
+                failed, failed_at_intake, then_upscale_scale)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $19)
+                $18, $19, $20)
             ON CONFLICT (request_id) DO NOTHING
             RETURNING true
             """,
@@ -96,14 +98,15 @@ async def insert_batch(conn: Conn, batch: NewBatch, items: Sequence[NewItem]) ->
             batch.credits_charged, msgspec.to_builtins(batch.options),
             None if batch.correlation is None else msgspec.to_builtins(batch.correlation),
             batch.subscription_id, batch.quota_key, failed, batch.failed_at_intake,
+            batch.then_upscale_scale,
         )  # fmt: skip
         if not created:
             return False
         await conn.executemany(
             """
             INSERT INTO batch_items (id, batch_id, idx, filename, source, declared_size,
-                status, error_code, error_message, finished_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                status, error_code, error_message, source_id, finished_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
                 CASE WHEN $7 = 'failed' THEN now() END)
             """,
             [_item_values(batch.id, item) for item in items],
@@ -117,6 +120,7 @@ def _item_values(batch_id: str, item: NewItem) -> tuple[object, ...]:
     return (
         item.id, batch_id, item.idx, item.filename, msgspec.to_builtins(item.source),
         item.declared_size, state.value, code, message if message is None else message[:1000],
+        item.source_id,
     )  # fmt: skip
 
 
@@ -288,3 +292,23 @@ async def mark_announced(conn: Conn, batch_id: str) -> bool:
         batch_id,
     )
     return bool(marked)
+
+
+async def mark_items_announced(conn: Conn, item_ids: Sequence[str]) -> None:
+    """Record that these ended items' `item.done` / `item.failed` went out (idempotent)."""
+    await conn.execute(
+        "UPDATE batch_items SET announced_at = now() "
+        "WHERE id = ANY($1::text[]) AND announced_at IS NULL AND status IN ('done', 'failed')",
+        list(item_ids),
+    )
+
+
+async def unannounced_items(conn: Conn, batch_id: str) -> list[Item]:
+    """The batch's done or failed items whose event has not gone out, in order."""
+    rows = await conn.fetch(
+        f"SELECT {_ITEM_COLUMNS} FROM batch_items "  # noqa: S608
+        "WHERE batch_id = $1 AND announced_at IS NULL AND status IN ('done', 'failed') "
+        "ORDER BY idx",
+        batch_id,
+    )
+    return [Item.from_row(dict(row)) for row in rows]

@@ -104,6 +104,7 @@ class NewBatch:
     quota_key: str | None = None
     #: Images refused at intake (missing or too large source): failed, never charged.
     failed_at_intake: int = 0
+    then_upscale_scale: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,7 @@ class NewItem:
     declared_size: int | None
     #: Set for an image that failed at intake: it is stored failed with this code.
     failure: tuple[FailCode, str] | None = None
+    source_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,8 @@ class Batch:
     updated_at: datetime
     completed_at: datetime | None
     completion_announced_at: datetime | None
+    #: The remove-then-upscale step's factor (`then_upscale`), when the request had one.
+    then_upscale_scale: int | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Batch:
@@ -224,6 +228,10 @@ class Item:
     error_code: FailCode | None
     error_message: str | None
     finished_at: datetime | None
+    #: The requester's id of the image (an avatar id), echoed on its events.
+    source_id: str | None = None
+    #: When its `item.done` / `item.failed` went out (None: not yet, or cancelled).
+    announced_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Item:

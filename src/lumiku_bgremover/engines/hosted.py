@@ -31,7 +31,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import httpx
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageChops, UnidentifiedImageError
 
 from lumiku_bgremover.contracts.codes import FailCode
 from lumiku_bgremover.engines.base import EngineError
@@ -42,6 +42,7 @@ __all__ = [
     "decode_base64_image",
     "encode_png",
     "error_message",
+    "matte_of",
     "parse_retry_after",
     "provider_error",
     "transport_error",
@@ -196,13 +197,40 @@ def decode_base64_image(text: str) -> Image.Image:
 def alpha_of(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """The matte in an answer image: its alpha when it has one, else its grey levels.
 
-    Resized (Lanczos) to `size` when the provider answered at another size.
+    Resized (Lanczos) to `size` when the provider answered at another size. A colour
+    image without alpha (a photo, not a cut-out or a mask) is no matte: ValueError.
     """
     if image.mode in {"RGBA", "LA", "PA"} or "transparency" in image.info:
         matte = image.convert("RGBA").getchannel("A")
-    else:
+    elif image.mode in _GREY_MODES:
         matte = image.convert("L")
+    else:
+        matte = _grey_levels(image.convert("RGB"))
     return matte if matte.size == size else matte.resize(size, Image.Resampling.LANCZOS)
+
+
+#: Single-channel modes whose levels are a matte as they are.
+_GREY_MODES: Final = frozenset({"1", "L", "I", "I;16", "F"})
+#: How far apart an RGB mask's channels may be (compression noise) and still be grey.
+_GREY_TOLERANCE: Final = 8
+
+
+def _grey_levels(rgb: Image.Image) -> Image.Image:
+    """The grey levels of an RGB image whose channels agree; ValueError for a colour one."""
+    red, green, blue = rgb.split()
+    for one, other in ((red, green), (green, blue)):
+        apart = ImageChops.difference(one, other).point(lambda v: 255 if v > _GREY_TOLERANCE else 0)
+        if apart.getbbox() is not None:
+            raise ValueError("a colour image without alpha is not a matte")
+    return rgb.convert("L")
+
+
+def matte_of(provider: str, model: str, image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`alpha_of`, with an unusable answer image as a `bad_answer` error."""
+    try:
+        return alpha_of(image, size)
+    except ValueError as error:
+        raise bad_answer(provider, model, str(error)) from None
 
 
 def json_body(provider: str, model: str, response: httpx.Response) -> Any:

@@ -36,6 +36,7 @@ from lumiku_bgremover.engines.hosted import (
     decode_image,
     encode_png,
     json_body,
+    matte_of,
     provider_error,
     transport_error,
 )
@@ -91,7 +92,7 @@ class HuggingFaceEngine:
             matte = await asyncio.to_thread(_mask_of_segments, answer, model, rgb.size)
         else:
             cut_out = await self._through_provider(png, model, provider)
-            matte = await asyncio.to_thread(alpha_of, cut_out, rgb.size)
+            matte = await asyncio.to_thread(matte_of, self.name, model, cut_out, rgb.size)
         return check_matte(matte, rgb.size, self.name)
 
     async def _hf_inference(self, png: bytes, model: str) -> Any:

@@ -24,11 +24,11 @@ from PIL import Image
 from lumiku_bgremover.engines.base import check_matte
 from lumiku_bgremover.engines.hosted import (
     ProviderError,
-    alpha_of,
     bad_answer,
     decode_base64_image,
     decode_image,
     encode_png,
+    matte_of,
     provider_error,
     transport_error,
 )
@@ -91,7 +91,7 @@ class SegmindEngine:
         if response.is_error:
             raise self._error(model, response)
         cut_out = await asyncio.to_thread(self._image, response, model)
-        matte = await asyncio.to_thread(alpha_of, cut_out, rgb.size)
+        matte = await asyncio.to_thread(matte_of, self.name, model, cut_out, rgb.size)
         return check_matte(matte, rgb.size, self.name)
 
     def _error(self, model: str, response: httpx.Response) -> ProviderError:

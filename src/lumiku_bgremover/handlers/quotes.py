@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
-from faststream.message import StreamMessage
 from faststream.nats import NatsBroker
 
 from lumiku_bgremover import billing
@@ -74,12 +73,7 @@ def register_quote_handler(broker: NatsBroker, settings: Settings) -> None:
 
     # No FastStream `Context` parameters here: fast_depends resolves each one with a
     # sync call in a worker thread, a thread hop per request on the busiest subject.
-    @broker.subscriber(subject, queue=QUOTE_QUEUE, max_workers=QUOTE_WORKERS, decoder=raw_body)
+    @broker.subscriber(subject, queue=QUOTE_QUEUE, max_workers=QUOTE_WORKERS)
     async def on_quote(body: bytes) -> bytes:
         # read at call time: the app gives the broker its context after registration
         return await answer_quote(broker.context.get(SERVICES_KEY), body)
-
-
-async def raw_body(msg: StreamMessage[Any]) -> bytes:
-    """The request as sent: `answer_quote` decodes it (and answers errors) itself."""
-    return msg.body

@@ -5,9 +5,10 @@ transition (`begin_finalizing`) picks one caller; a caller that finds the batch
 left in `finalizing` by a crash redoes the work, which is idempotent step by
 step (the archive is overwritten, the refund has an idempotency key, the final
 UPDATE is conditional). The row becomes final before `batch.completed` is
-published, so a client reacting to the event always reads a final status; the
-row then records the announcement (`completion_announced_at`), and a batch found
-final but unannounced (a crash in between) is announced again, same event id.
+published, so a client reacting to the event always reads a final status, and
+every image's end event goes out before it (`item_ends`); the row then records
+the announcement (`completion_announced_at`), and a batch found final but
+unannounced (a crash in between) is announced again, same event id.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from lumiku_bgremover.observability.logs import log_ids
 from lumiku_bgremover.observability.recorder import PipelineMetrics, batch_seconds
 from lumiku_bgremover.observability.tracing import Tracing
 from lumiku_bgremover.pipeline.events import Publisher
+from lumiku_bgremover.pipeline.item_ends import ItemEnds
 from lumiku_bgremover.services import Clock
 from lumiku_bgremover.storage import ObjectStore
 from lumiku_bgremover.storage.archive import ArchiveEntry, build_archive
@@ -107,6 +109,7 @@ class Finalizer:
         self._pool, self._store, self._events, self._clock = pool, store, events, clock
         self.metrics, self._tracing = metrics, tracing or Tracing()
         self._ttl, self._max_entry = presign_ttl_s, max_entry_bytes
+        self._ends = ItemEnds(pool, store, events, clock=clock, presign_ttl_s=presign_ttl_s)
         self._last_progress: dict[str, datetime] = {}
 
     async def progress(self, batch: repo.Batch, *, force: bool = False) -> None:
@@ -184,11 +187,18 @@ class Finalizer:
         return done is not None
 
     async def announce(self, batch_id: str) -> None:
-        """Publish `batch.completed` for a final, unannounced batch, then mark it announced."""
+        """Publish `batch.completed` for a final, unannounced batch, then mark it announced.
+
+        Images whose end event has not gone out (a crash or an outage swallowed it) are
+        announced first, so `batch.completed` is the last event of a batch.
+        """
         async with self._pool.acquire() as conn:
             batch = await repo.get_batch(conn, batch_id)
         if batch is None or not batch.is_final or batch.completion_announced_at is not None:
             return
+        late = await self._ends.stragglers(batch)
+        if late:
+            log.info("batch %s: announced %d image ends that had not gone out", batch_id, late)
         await self._publish_completed(batch)
         async with self._pool.acquire() as conn:
             await repo.mark_announced(conn, batch_id)

@@ -12,10 +12,10 @@ import nats.errors
 import urllib3.exceptions
 from nats.aio.client import Client
 
-from lumiku_bgremover.queue.gate import DependencyGate, Probe
+from lumiku_bgremover.queue.gate import PROBE_TIMEOUT_S, DependencyGate, Probe
 from lumiku_bgremover.storage import ObjectStore
 
-__all__ = ["OUTAGE_ERRORS", "build_gate", "is_outage"]
+__all__ = ["OUTAGE_ERRORS", "build_gate", "is_outage", "jetstream_probe"]
 
 #: Errors raised when PostgreSQL, the S3 server or NATS cannot be reached (or went away).
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
@@ -39,17 +39,27 @@ async def _database_answers(pool: asyncpg.Pool) -> None:
         await conn.fetchval("SELECT 1", timeout=5.0)
 
 
-async def _nats_connected(nc: Client) -> None:
+async def _stream_answers(nc: Client, stream: str) -> None:
     if not nc.is_connected:
         raise nats.errors.ConnectionReconnectingError
-    await nc.flush(timeout=5)
+    await nc.jetstream(timeout=PROBE_TIMEOUT_S).stream_info(stream)
 
 
-def build_gate(pool: asyncpg.Pool, store: ObjectStore, nc: Client) -> DependencyGate:
-    """The work queue's gate over the database, the object store and NATS."""
+def jetstream_probe(nc: Client, stream: str) -> Probe:
+    """NATS answers when `stream` does: on a cluster, stream info comes from the stream's
+    leader, so a stream electing a leader (or without quorum) counts as down even while
+    the connection itself is fine."""
+    return Probe("nats", lambda: _stream_answers(nc, stream))
+
+
+def build_gate(
+    pool: asyncpg.Pool, store: ObjectStore, nc: Client, events_stream: str
+) -> DependencyGate:
+    """The work queue's gate over the database, the object store and NATS (the stream
+    every item publishes its event to)."""
     probes = [
         Probe("postgresql", lambda: _database_answers(pool)),
         Probe("object store", store.bucket_exists),
-        Probe("nats", lambda: _nats_connected(nc)),
+        jetstream_probe(nc, events_stream),
     ]
     return DependencyGate(probes, is_outage)

@@ -243,6 +243,7 @@ class Intake:
             options=request.options, correlation=request.correlation,
             subscription_id=priced.subscription_id, quota_key=priced.quota_key,
             failed_at_intake=len(admitted.failures),
+            then_upscale_scale=None if request.then_upscale is None else request.then_upscale.scale,
         )  # fmt: skip
 
     def _new_items(
@@ -260,6 +261,7 @@ class Intake:
                 source=image.ref,
                 declared_size=image.size_bytes,
                 failure=failure(index),
+                source_id=image.source_id,
             )
             for index, image in enumerate(images_of(request))
         ]
@@ -273,9 +275,16 @@ class Intake:
             if item.status is repo.ItemState.PENDING:
                 await self._queue.enqueue(self._work_item(batch, request, images, item))
         await self._announcer.accepted(self._accepted(batch))
-        for item in items:
-            if item.status is repo.ItemState.FAILED and item.attempts == 0:
-                await self._announcer.failed(batch, item, images[item.idx].source_id)
+        at_intake = [
+            item for item in items
+            if item.status is repo.ItemState.FAILED and item.attempts == 0
+            and item.announced_at is None
+        ]  # fmt: skip
+        for item in at_intake:
+            await self._announcer.failed(batch, item, images[item.idx].source_id)
+        if at_intake:
+            async with self._pool.acquire() as conn:
+                await repo.mark_items_announced(conn, [item.id for item in at_intake])
         return batch
 
     def _work_item(

@@ -1,9 +1,9 @@
 """One work item: fetch, decode, remove the background, compose, store, record, announce.
 
 The work queue acks an item only after `process` returned, that is after the
-result object and the item's state are durable. A redelivered item whose state
-has already ended re-announces that end (same event id: de-duplicated) and
-makes sure its batch is finished.
+result object, the item's state and its end event are durable. A redelivered
+item whose state has already ended announces that end if it never went out
+(`item_ends`) and makes sure its batch is finished.
 """
 
 from __future__ import annotations
@@ -12,16 +12,12 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import cast, get_args
 
 import asyncpg
 from opentelemetry.trace import SpanKind
 
 from lumiku_bgremover import imaging
-from lumiku_bgremover.contracts import ItemDone, ObjectRef, UpscalerRequested, subjects
 from lumiku_bgremover.contracts.codes import FailCode
-from lumiku_bgremover.contracts.outbound import ContentType
 from lumiku_bgremover.contracts.work import WorkItem
 from lumiku_bgremover.db import batches as repo
 from lumiku_bgremover.engines.base import EngineError
@@ -29,9 +25,9 @@ from lumiku_bgremover.engines.router import EngineRouter
 from lumiku_bgremover.observability.logs import log_ids
 from lumiku_bgremover.observability.recorder import DONE, FAILED, NO_ENGINE, PipelineMetrics
 from lumiku_bgremover.observability.tracing import Tracing
-from lumiku_bgremover.pipeline.announce import Announcer
 from lumiku_bgremover.pipeline.completion import Finalizer
 from lumiku_bgremover.pipeline.events import Publisher
+from lumiku_bgremover.pipeline.item_ends import EndedImage, ItemEnds
 from lumiku_bgremover.queue import Delivery
 from lumiku_bgremover.services import Clock
 from lumiku_bgremover.sources import FetchFailed, SourceError, SourceLoader
@@ -79,7 +75,7 @@ class ItemProcessor:
         self._pool, self._store, self._loader, self._router = pool, store, loader, router
         self._events, self._finalizer, self._clock = events, finalizer, clock
         self._metrics, self._tracing = metrics, tracing or Tracing()
-        self._announcer = Announcer(events, clock=clock)
+        self._ends = ItemEnds(pool, store, events, clock=clock, presign_ttl_s=presign_ttl_s)
         self._max_pixels, self._ttl = max_pixels, presign_ttl_s
 
     async def process(self, delivery: Delivery) -> None:
@@ -158,7 +154,7 @@ class ItemProcessor:
             return
         self._metrics.item_finished(item.tier.value, produced.result.engine, DONE)
         log.info("item %s done", item.item_id)
-        await self._announce_done(item, produced.result, produced.url)
+        await self._ends.done(batch, EndedImage.of_work(item), produced.result, produced.url)
         await self._after_end(batch)
 
     async def _fail(self, item: WorkItem, code: FailCode, message: str) -> None:
@@ -169,7 +165,7 @@ class ItemProcessor:
             return
         self._metrics.item_finished(item.tier.value, NO_ENGINE, FAILED, code.value)
         log.info("item %s failed: %s %s", item.item_id, code, message)
-        await self._announce_failed(item, batch, code, message)
+        await self._ends.failed(batch, EndedImage.of_work(item), code, message)
         await self._after_end(batch)
 
     async def _after_end(self, batch: repo.Batch) -> None:
@@ -178,68 +174,16 @@ class ItemProcessor:
             await self._finalizer.finalize(batch.id)
 
     async def _reannounce(self, item: WorkItem) -> None:
-        """The item ended before: publish its end again (de-duplicated) and finish the batch."""
+        """The item ended before: announce its end if that never went out, finish the batch."""
         async with self._pool.acquire() as conn:
             batch = await repo.get_batch(conn, item.batch_id)
             rows = [r for r in await repo.list_items(conn, item.batch_id) if r.id == item.item_id]
         if batch is None or not rows:
             return
-        row = rows[0]
-        if row.status is repo.ItemState.DONE and row.result_key:
-            url = await self._store.presigned_get_url(row.result_key, ttl_s=self._ttl)
-            await self._announce_done(item, _stored_result(row), url)
-        elif row.status is repo.ItemState.FAILED:
-            await self._announcer.failed(batch, row, item.source_id)
+        await self._ends.again(batch, rows[0], EndedImage.of_work(item))
         if batch.all_ended:
             await self._finalizer.finalize(batch.id)
-
-    async def _announce_done(self, item: WorkItem, result: repo.ItemResult, url: str) -> None:
-        now = self._clock()
-        ref = ObjectRef(bucket=result.bucket, key=result.key)
-        message = ItemDone(
-            batch_id=item.batch_id, item_id=item.item_id, user_id=item.user_id,
-            index=item.index, filename=item.filename, result=ref, url=url,
-            url_expires_at=now + timedelta(seconds=self._ttl),
-            content_type=_content_type(result.content_type), size_bytes=result.size,
-            width=result.width, height=result.height, engine=result.engine, model=result.model,
-            processing_ms=result.processing_ms, correlation=item.correlation,
-            source_id=item.source_id, completed_at=now,
-        )  # fmt: skip
-        await self._events.publish(subjects.ITEM_DONE, message, key=item.item_id)
-        if item.then_upscale is not None:
-            handover = UpscalerRequested(
-                request_id=f"{item.item_id}.upscale", user_id=item.user_id,
-                batch_id=item.batch_id, item_id=item.item_id, image=ref, url=url,
-                url_expires_at=message.url_expires_at, filename=item.filename,
-                content_type=_content_type(result.content_type), scale=item.then_upscale.scale,
-                tier=item.tier, correlation=item.correlation, requested_at=now,
-            )  # fmt: skip
-            await self._events.publish(subjects.UPSCALER_REQUESTED, handover, key=item.item_id)
-
-    async def _announce_failed(
-        self, item: WorkItem, batch: repo.Batch, code: FailCode, message: str
-    ) -> None:
-        await self._announcer.item_failed(
-            batch, item_id=item.item_id, index=item.index, filename=item.filename,
-            code=code, message=message, source_id=item.source_id,
-        )  # fmt: skip
 
 
 def _ids(item: WorkItem) -> dict[str, str | None]:
     return {"batch_id": item.batch_id, "item_id": item.item_id, "user_id": item.user_id}
-
-
-def _stored_result(row: repo.Item) -> repo.ItemResult:
-    return repo.ItemResult(
-        bucket=row.result_bucket or "", key=row.result_key or "", size=row.result_size or 1,
-        width=row.width or 1, height=row.height or 1,
-        content_type=row.content_type or "application/octet-stream",
-        engine=row.engine or "unknown", model=row.model or "unknown",
-        processing_ms=row.processing_ms or 0, cost_idr=row.cost_idr,
-    )  # fmt: skip
-
-
-def _content_type(value: str) -> ContentType:
-    if value not in get_args(ContentType):
-        raise ValueError(f"not a result content type: {value!r}")
-    return cast("ContentType", value)

@@ -20,6 +20,7 @@ from lumiku_bgremover.pipeline.dependencies import build_gate
 from lumiku_bgremover.pipeline.events import EventPublisher
 from lumiku_bgremover.pipeline.intake import Intake
 from lumiku_bgremover.pipeline.processor import ItemProcessor
+from lumiku_bgremover.provisioning import StreamNames
 from lumiku_bgremover.queue import DeadLetterMover, JetStreamWorkQueue, WorkQueueRunner
 from lumiku_bgremover.services import Services
 from lumiku_bgremover.sources import DEFAULT_POLICY, FetchPolicy, SourceLoader, UrlFetcher
@@ -113,7 +114,7 @@ async def run_pipeline(
     fetcher = UrlFetcher(policy=fetch_policy)
     pipeline = build_pipeline(services, nc, router, fetcher, metrics=metrics, tracing=tracing)
     js = nc.jetstream(timeout=settings.nats.publish_timeout_s)
-    gate = build_gate(services.pool, services.store, nc)
+    gate = build_gate(services.pool, services.store, nc, StreamNames.of(settings.nats).events)
     runner = WorkQueueRunner(js, settings.nats, settings.limits, pipeline.processor, gate=gate)
     mover = DeadLetterMover(js, settings.nats, pipeline.processor)
     try:

@@ -4,7 +4,9 @@ An error that looks like an outage (`classify`) is confirmed by probing every
 dependency; when one does not answer, the gate closes: the work queue stops
 fetching and starting items, items in hand wait (heartbeated, so they spend no
 delivery) and run again once every probe answers. The gate reopens by itself.
-An error whose probes all pass is an ordinary failure of the item.
+An outage candidate whose probes all pass was a blip (a reset connection, a
+stream electing its leader): the work queue runs the item again once, on the
+same delivery, and a second such error is an ordinary failure of the item.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class Gate(Protocol):
     async def down(self, error: BaseException) -> bool:
         """Whether `error` came from a dependency that is down now (the gate is then closed)."""
 
+    def candidate(self, error: BaseException) -> bool:
+        """Whether `error` looks like a dependency's, whatever the probes say."""
+
     async def wait_up(self) -> None:
         """Return once the gate is open."""
 
@@ -38,6 +43,9 @@ class AlwaysUp:
     """A gate that never closes: every error counts against the item."""
 
     async def down(self, error: BaseException) -> bool:  # noqa: ARG002
+        return False
+
+    def candidate(self, error: BaseException) -> bool:  # noqa: ARG002
         return False
 
     async def wait_up(self) -> None:
@@ -82,6 +90,10 @@ class DependencyGate:
     def is_open(self) -> bool:
         """Whether work may be taken now."""
         return self._open.is_set()
+
+    def candidate(self, error: BaseException) -> bool:
+        """Whether `error` is an outage candidate (connection-type)."""
+        return self._classify(error)
 
     async def down(self, error: BaseException) -> bool:
         """Close the gate when `error` is an outage candidate and a probe fails."""

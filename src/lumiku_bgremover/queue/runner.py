@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 #: Pause after an unexpected error of a fetch loop (server restarting, connection lost).
 RECOVER_S = 1.0
+#: Times an item runs again at once, per delivery, after an outage-looking error whose
+#: dependencies all answered (a reset connection, a JetStream stream electing a leader).
+BLIP_RETRIES = 1
 
 
 class Feed:
@@ -275,15 +278,24 @@ class WorkQueueRunner:
         await message.ack()
 
     async def _outlasting_outages(self, step: Callable[[], Awaitable[None]]) -> Exception | None:
-        """Run `step` until it succeeds (None) or fails for a reason other than an outage."""
+        """Run `step` until it succeeds (None) or fails for a reason other than an outage.
+
+        An outage-looking error whose dependencies all answer when probed (a blip) runs
+        `step` again at once, `BLIP_RETRIES` times per delivery, before it counts.
+        """
+        blips = 0
         while True:
             try:
                 await step()
             except Exception as error:  # noqa: BLE001 (classified here, retried or given up)
-                if not await self._gate.down(error):
+                if await self._gate.down(error):
+                    log.warning("item waits for its dependencies: %r", error)
+                    await self._until_up_or_stopped()
+                elif self._gate.candidate(error) and blips < BLIP_RETRIES:
+                    blips += 1
+                    log.warning("item runs again after a dependency blip: %r", error)
+                else:
                     return error
-                log.warning("item waits for its dependencies: %r", error)
-                await self._until_up_or_stopped()
             else:
                 return None
 

@@ -4,8 +4,11 @@
 check and the connection cannot disagree about the host. It refuses anything but
 https, user info, ports outside the policy, non-canonical numeric hosts
 (`2130706433`, `0x7f000001`, `127.1`: the C resolver reads them as IPv4),
-`localhost`, and IP literals the address policy refuses. Host names are checked
-again at connect time, on the addresses they resolve to (`guard.py`).
+`localhost`, names that only ever resolve inside a private network (one label such
+as `metadata` or this machine's own name, `.internal` as in
+`metadata.google.internal`, `.local`, `.localdomain`, `.home.arpa`), and IP
+literals the address policy refuses. Host names are checked again at connect
+time, on the addresses they resolve to (`guard.py`).
 """
 
 from __future__ import annotations
@@ -153,6 +156,11 @@ DEFAULT_POLICY: Final = FetchPolicy()
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME_RE: Final = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
 _USER_ID_RE: Final = re.compile(USER_ID_PATTERN)
+#: Names under these suffixes never resolve on the public internet: `.internal` is
+#: reserved for private use (cloud metadata: `metadata.google.internal`), `.local` is
+#: multicast DNS, `.localdomain` names this machine (`localhost.localdomain`),
+#: `.home.arpa` home networks, `.localhost` loopback.
+PRIVATE_NAME_SUFFIXES: Final = (".internal", ".local", ".localdomain", ".home.arpa", ".localhost")
 
 
 def check_url(url: str, policy: FetchPolicy = DEFAULT_POLICY) -> None:
@@ -183,8 +191,17 @@ def _check_host(host: str, policy: FetchPolicy) -> None:
         raise ForbiddenSource(f"not a valid host name: {host!r}")
     if _is_numeric_host(host):
         raise ForbiddenSource(f"numeric host {host!r} is not a canonical IP address")
-    if host.rstrip(".") == "localhost" or host.rstrip(".").endswith(".localhost"):
+    _check_public_name(host.rstrip("."))
+
+
+def _check_public_name(name: str) -> None:
+    """Refuse names that resolve only inside a private network (pure, before any lookup)."""
+    if name == "localhost":
         raise ForbiddenSource("localhost is not allowed")
+    if "." not in name:
+        raise ForbiddenSource(f"single-label host {name!r} resolves only on a private network")
+    if ("." + name).endswith(PRIVATE_NAME_SUFFIXES):
+        raise ForbiddenSource(f"host {name!r} is in a private-use domain")
 
 
 def ip_literal(host: str) -> IPAddress | None:

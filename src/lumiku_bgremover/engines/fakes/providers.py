@@ -13,6 +13,10 @@ cut-out as `image/png` bytes (RGBA) with `X-Remaining-Credits`; errors are
 `{"error": ...}`: 401 bad key, 406 "Invalid content type" or insufficient
 credits, 404 unknown model, 429 with `x-rate-limit-reset-at-utc` (no Retry-After).
 
+Faults (`Fault`) answer as each provider answers trouble; the 200 answers a client
+cannot use ("wrong_shape", "bad_base64", "not_a_mask") take each route's own shape
+(hf-inference's segment list, fal's result, Segmind's JSON or image answer).
+
 Mattes come from `fake_matte` (colour distance from the border), so a test knows
 what the right answer is. `lumiku-bgremover demo --engine hosted-fake` can use them
 to show routing, retries and the breaker without keys.
@@ -63,6 +67,26 @@ def _load(data: bytes) -> Image.Image | None:
         return None
 
 
+#: Fault kinds answered with a 200 the client cannot use.
+CORRUPT: Final = frozenset({"wrong_shape", "bad_base64", "not_a_mask"})
+#: Not base64 (and not a data URL's payload either).
+_NOT_BASE64: Final = "%%not*base64%%"
+#: What a corrupt answer shows when the request carried no readable image.
+_PLACEHOLDER: Final = (8, 8)
+
+
+def photo_png(image: Image.Image | None) -> bytes:
+    """`image` as a colour PNG without alpha (a photo, not a matte)."""
+    buffer = io.BytesIO()
+    rgb = image.convert("RGB") if image else Image.new("RGB", _PLACEHOLDER, (200, 30, 30))
+    rgb.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 def mask_png(image: Image.Image) -> bytes:
     """The fake matte of `image` as a single-channel PNG."""
     buffer = io.BytesIO()
@@ -91,7 +115,7 @@ class FakeHuggingFace(FakeServer):
     ) -> None:
         super().__init__(self._route, self._fault)
         self.token, self.models, self.polls_before_done = token, set(models), polls_before_done
-        self._queued: dict[str, tuple[Image.Image, int]] = {}
+        self._queued: dict[str, tuple[Image.Image, int, str]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -115,13 +139,19 @@ class FakeHuggingFace(FakeServer):
         mask = base64.b64encode(mask_png(image)).decode()
         return _json(200, [{"label": "foreground", "score": 1.0, "mask": mask}])
 
-    def _submit(self, request: Recorded) -> Reply:
+    def sent_image(self, request: Recorded) -> Image.Image | None:
+        """The image a request carried (hf-inference bytes, or fal's data URL)."""
+        if request.path.startswith("/hf-inference/"):
+            return _load(request.body)
+        return _load(_data_url_bytes(request.body)) if request.method == "POST" else None
+
+    def _submit(self, request: Recorded, corrupt: str = "") -> Reply:
         image = _load(_data_url_bytes(request.body))
         if image is None:
             return _json(422, {"detail": [{"loc": ["body", "image_url"], "msg": "bad image"}]})
         request_id = f"req-{next(self._ids):04d}"
         with self._lock:
-            self._queued[request_id] = (image, 0)
+            self._queued[request_id] = (image, 0, corrupt)
         base = f"https://queue.fal.run/{FAL_APP}/requests/{request_id}"
         return _json(200, {
             "request_id": request_id, "status": "IN_QUEUE", "response_url": base,
@@ -133,30 +163,59 @@ class FakeHuggingFace(FakeServer):
         with self._lock:
             found = self._queued.get(request_id)
             if found is not None and action == "status":
-                self._queued[request_id] = (found[0], found[1] + 1)
+                self._queued[request_id] = (found[0], found[1] + 1, found[2])
         if found is None:
             return _json(404, {"detail": f"Request {request_id} not found"})
-        image, polls = found
+        image, polls, corrupt = found
         if action == "status":
             status = "COMPLETED" if polls + 1 >= self.polls_before_done else "IN_PROGRESS"
             return _json(200, {"status": status, "request_id": request_id})
-        url = "data:image/png;base64," + base64.b64encode(cut_out_png(image)).decode()
+        if corrupt:
+            return _json(200, _corrupt_fal_result(corrupt, image))
+        url = "data:image/png;base64," + _b64(cut_out_png(image))
         return _json(200, {"image": {"url": url, "content_type": _PNG,
                                      "width": image.width, "height": image.height}})  # fmt: skip
 
     def _fault(self, fault: Fault, request: Recorded) -> Reply:
-        del request
-        if fault.kind == "loading":
-            return _json(503, {"error": "Model briaai/RMBG-1.4 is currently loading",
-                               "estimated_time": fault.seconds})  # fmt: skip
-        if fault.kind == "rate_limited":
-            return _json(429, {"error": "Rate limit reached. Please retry later."},
-                         ("Retry-After", f"{fault.seconds:g}"))  # fmt: skip
-        if fault.kind == "credits":
-            return _json(402, {"error": "You have exceeded your monthly included credits."})
-        if fault.kind == "garbage":
-            return Reply(200, b"<html>upstream error</html>", "text/html")
-        return _json(fault.status or 500, {"error": _HF_ERRORS.get(fault.status, "Internal")})
+        if fault.kind in CORRUPT:
+            return self._corrupt(fault.kind, request)
+        return _hf_trouble(fault)
+
+    def _corrupt(self, kind: str, request: Recorded) -> Reply:
+        if request.path.startswith("/hf-inference/"):
+            return _json(200, _corrupt_segments(kind, self.sent_image(request)))
+        return self._submit(request, corrupt=kind)  # its result will be unusable
+
+
+def _hf_trouble(fault: Fault) -> Reply:
+    """Hugging Face's answer to an error fault."""
+    if fault.kind == "loading":
+        return _json(503, {"error": "Model briaai/RMBG-1.4 is currently loading",
+                           "estimated_time": fault.seconds})  # fmt: skip
+    if fault.kind == "rate_limited":
+        return _json(429, {"error": "Rate limit reached. Please retry later."},
+                     ("Retry-After", f"{fault.seconds:g}"))  # fmt: skip
+    if fault.kind == "credits":
+        return _json(402, {"error": "You have exceeded your monthly included credits."})
+    if fault.kind == "garbage":
+        return Reply(200, b"<html>upstream error</html>", "text/html")
+    return _json(fault.status or 500, {"error": _HF_ERRORS.get(fault.status, "Internal")})
+
+
+def _corrupt_segments(kind: str, image: Image.Image | None) -> Any:
+    """An hf-inference 200 a client cannot use."""
+    if kind == "wrong_shape":
+        return {"generated_text": "foreground"}  # another task's shape, not a segment list
+    mask = _NOT_BASE64 if kind == "bad_base64" else _b64(photo_png(image))
+    return [{"label": "foreground", "score": 1.0, "mask": mask}]
+
+
+def _corrupt_fal_result(kind: str, image: Image.Image) -> Any:
+    """A fal result a client cannot use."""
+    if kind == "wrong_shape":
+        return {"images": [{"url": "data:image/png;base64," + _b64(cut_out_png(image))}]}
+    payload = _NOT_BASE64 if kind == "bad_base64" else _b64(photo_png(image))
+    return {"image": {"url": f"data:image/png;base64,{payload}", "content_type": _PNG}}
 
 
 _HF_ERRORS: Final = {
@@ -206,6 +265,10 @@ class FakeSegmind(FakeServer):
             return _json(406, {"error": "Invalid content type"})
         return self._remove(request)
 
+    def sent_image(self, request: Recorded) -> Image.Image | None:
+        """The image a request carried (base64 in the JSON body)."""
+        return _load(_base64_field(request.body))
+
     def _remove(self, request: Recorded) -> Reply:
         image = _load(_base64_field(request.body))
         if image is None:
@@ -218,20 +281,31 @@ class FakeSegmind(FakeServer):
         return Reply(200, cut_out_png(image), _PNG, (("X-Remaining-Credits", str(left)),))
 
     def _fault(self, fault: Fault, request: Recorded) -> Reply:
-        del request
-        if fault.kind == "rate_limited":
-            reset = datetime.now(UTC) + timedelta(seconds=fault.seconds)
-            return _json(429, {"error": "rate_limit_exceeded"},
-                         ("x-rate-limit-reset-at-utc", reset.isoformat()))  # fmt: skip
-        if fault.kind == "credits":
-            return _json(406, {"error": "Insufficient credits: balance 0, needed 1"})
-        if fault.kind == "loading":
-            return _json(503, {"error": "Service Unavailable"})
-        if fault.kind == "garbage":
-            return Reply(200, b"not an image", _PNG)
-        return _json(
-            fault.status or 500, {"error": _SEGMIND_ERRORS.get(fault.status, "Server Error")}
-        )
+        if fault.kind in CORRUPT:
+            return self._corrupt(fault.kind, request)
+        return _segmind_trouble(fault)
+
+    def _corrupt(self, kind: str, request: Recorded) -> Reply:
+        if kind == "wrong_shape":
+            return _json(200, {"status": "success", "output": None})
+        if kind == "bad_base64":
+            return _json(200, {"image": _NOT_BASE64})
+        return Reply(200, photo_png(self.sent_image(request)), _PNG)
+
+
+def _segmind_trouble(fault: Fault) -> Reply:
+    """Segmind's answer to an error fault."""
+    if fault.kind == "rate_limited":
+        reset = datetime.now(UTC) + timedelta(seconds=fault.seconds)
+        return _json(429, {"error": "rate_limit_exceeded"},
+                     ("x-rate-limit-reset-at-utc", reset.isoformat()))  # fmt: skip
+    if fault.kind == "credits":
+        return _json(406, {"error": "Insufficient credits: balance 0, needed 1"})
+    if fault.kind == "loading":
+        return _json(503, {"error": "Service Unavailable"})
+    if fault.kind == "garbage":
+        return Reply(200, b"not an image", _PNG)
+    return _json(fault.status or 500, {"error": _SEGMIND_ERRORS.get(fault.status, "Server Error")})
 
 
 _SEGMIND_ERRORS: Final = {

@@ -2,7 +2,9 @@
 
 `FakeServer` routes each request to a handler that returns a `Reply`; faults queued
 with `push` answer the next requests instead, in order, so a test (or the demo)
-can script "two 503s, then fine". Every request is recorded. Slow replies wait on
+can script "two 503s, then fine"; a rule set with `always` answers every request it
+matches with its fault (a "poisoned" image), whatever the queue holds. Every request
+is recorded. Slow replies wait on
 an event that `stop` sets, so stopping never hangs on a slow answer.
 """
 
@@ -16,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Final, Self
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["FakeServer", "Fault", "Recorded", "Reply"]
+__all__ = ["FakeServer", "Fault", "Matcher", "Recorded", "Reply"]
 
 _JSON: Final = "application/json"
 
@@ -50,7 +52,9 @@ class Fault:
     `kind`: "status" (answer `status` with the provider's error body), "loading"
     (model loading, `seconds` to wait), "rate_limited" (`seconds` until allowed),
     "slow" (answer normally after `seconds`), "garbage" (200 with an unusable body),
-    "credits" (out of credits).
+    "credits" (out of credits), and 200 answers a client cannot use: "wrong_shape"
+    (JSON, but not the documented shape), "bad_base64" (the image field is not
+    base64), "not_a_mask" (a colour image with no alpha where a matte belongs).
     """
 
     kind: str
@@ -64,12 +68,15 @@ class Fault:
 
 
 Handler = Callable[[Recorded], Reply]
+#: Whether a rule applies to a request.
+Matcher = Callable[[Recorded], bool]
 FaultReply = Callable[[Fault, Recorded], Reply]
 
 
 @dataclass
 class _Script:
     faults: collections.deque[Fault] = field(default_factory=collections.deque)
+    rules: list[tuple[Matcher, Fault]] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -105,6 +112,11 @@ class FakeServer:
         with self._script.lock:
             self._script.faults.extend(faults)
 
+    def always(self, matches: Matcher, fault: Fault) -> None:
+        """Answer every request that `matches` with `fault`, before any queued one."""
+        with self._script.lock:
+            self._script.rules.append((matches, fault))
+
     def start(self) -> Self:
         """Start serving; returns self."""
         self._thread.start()
@@ -127,7 +139,11 @@ class FakeServer:
         """The reply to `request`: the next queued fault's, else the handler's."""
         with self._script.lock:
             self._script.requests.append(request)
-            fault = self._script.faults.popleft() if self._script.faults else None
+            rules = list(self._script.rules)
+        fault = next((fault for matches, fault in rules if matches(request)), None)
+        if fault is None:
+            with self._script.lock:
+                fault = self._script.faults.popleft() if self._script.faults else None
         if fault is None:
             return self._handler(request)
         reply = self._fault_reply(fault, request)
