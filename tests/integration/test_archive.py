@@ -388,22 +388,30 @@ async def test_cancelling_aborts_the_upload(store: ObjectStore) -> None:
 def test_concurrent_archives_do_not_starve_the_default_executor(tmp_path: Path) -> None:
     """More archives at once than the loop's executor has threads still finish."""
 
-    async def scenario() -> list[ObjectInfo]:
+    async def scenario() -> list[list[tuple[str, int, int]]]:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(max_workers=2))
         local = _local_store(tmp_path / "objects")
         keys = await put_sources(local, [payload(MIB, seed=i) for i in range(12)])
         entries = [ArchiveEntry(f"{i}.png", k) for i, k in enumerate(keys)]
+        names = [f"archives/u-1/{n}.zip" for n in range(4)]
         builds = [
-            build_archive(local, f"archives/u-1/{n}.zip", entries, part_size=PART,
-                          max_entry_bytes=MIB)
-            for n in range(4)
-        ]  # fmt: skip
-        return await asyncio.wait_for(asyncio.gather(*builds), timeout=30)
+            build_archive(local, name, entries, part_size=PART, max_entry_bytes=MIB)
+            for name in names
+        ]
+        await asyncio.wait_for(asyncio.gather(*builds), timeout=30)
+        return [_entries(await read_zip(local, name)) for name in names]
 
-    infos = asyncio.run(scenario())
-    assert len({info.etag for info in infos}) == 1  # four identical, complete archives
-    assert all(info.size > 12 * MIB for info in infos)
+    contents = asyncio.run(scenario())
+    # four complete archives of the same entries (their time stamps may differ by a second)
+    assert all(listing == contents[0] for listing in contents)
+    assert [name for name, _, _ in contents[0]] == [f"{i}.png" for i in range(12)]
+    assert all(size == MIB for _, _, size in contents[0])
+
+
+def _entries(archive: zipfile.ZipFile) -> list[tuple[str, int, int]]:
+    assert archive.testzip() is None
+    return [(i.filename, i.CRC, i.file_size) for i in archive.infolist()]
 
 
 class MemoryStore:
