@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
@@ -207,3 +208,28 @@ async def test_stop_finishes_the_answers_in_flight_then_nobody_responds(
     await server_nc.flush()  # the server has processed the unsubscribe
     with pytest.raises(NoRespondersError):
         await nc.request(subject, b"again", timeout=ANSWER_WITHIN_S)
+
+
+async def test_stop_cancels_an_answer_stuck_past_the_grace(
+    server_nc: Client, nc: Client, subject: str
+) -> None:
+    outcome: list[str] = []
+    arrived = asyncio.Event()
+
+    async def stuck(body: bytes) -> bytes:
+        arrived.set()
+        try:
+            await asyncio.Event().wait()  # a dependency that never answers
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+        return body
+
+    responder = await started(server_nc, subject, stuck, limit=2, grace_s=0.0)
+    waiting = asyncio.create_task(ask(nc, subject, b"stuck"))
+    await asyncio.wait_for(arrived.wait(), ANSWER_WITHIN_S)
+    await responder.stop()
+    waiting.cancel()  # no answer comes; the requester would time out
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    assert outcome == ["cancelled"]

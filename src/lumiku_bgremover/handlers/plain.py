@@ -12,7 +12,9 @@ already turned into an `ErrorReply` by `replying.respond`) and sends what it ret
 - Each request gets a server span (a child of the caller's `traceparent`) and counts in
   `lumiku_bgremover_replies_total{subject}` (FastStream's subscriber metrics do not see
   these subjects).
-- `stop` unsubscribes, then lets the answers in flight finish.
+- `stop` unsubscribes (at once, even while NATS is away: requests not yet started are
+  dropped and their requesters time out), then lets the answers in flight finish,
+  for up to `grace_s` (`STOP_GRACE_S` by default).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Final
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -31,9 +35,12 @@ from lumiku_bgremover.contracts import encode
 from lumiku_bgremover.handlers.replying import internal_error
 from lumiku_bgremover.observability.tracing import Tracing
 
-__all__ = ["Answer", "PlainResponder"]
+__all__ = ["STOP_GRACE_S", "Answer", "PlainResponder"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds `stop` waits for the answers in flight before cancelling them.
+STOP_GRACE_S: Final = 5.0
 
 #: Bytes of a request in, bytes of its reply out (never raises for a bad request).
 Answer = Callable[[bytes], Awaitable[bytes]]
@@ -52,8 +59,10 @@ class PlainResponder:
         limit: int,
         tracing: Tracing | None = None,
         counter: Counter | None = None,
+        grace_s: float = STOP_GRACE_S,
     ) -> None:
         self._nc = nc
+        self._grace_s = grace_s
         self._subject = subject
         self._queue = queue
         self._answer = answer
@@ -80,12 +89,19 @@ class PlainResponder:
         )
 
     async def stop(self) -> None:
-        """Unsubscribe and wait for the answers in flight."""
-        if self._subscription is not None:
-            await self._subscription.unsubscribe()
-            self._subscription = None
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Unsubscribe, wait up to `grace_s` for the answers in flight, cancel the rest."""
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            try:
+                await subscription.unsubscribe()
+            except nats.errors.Error as error:  # closed already: nothing more arrives
+                log.debug("unsubscribing %s: %r", self._subject, error)
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=self._grace_s)
+        for task in late:  # stuck on a dependency: their requesters time out
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     async def _on_message(self, msg: Msg) -> None:
         await self._slots.acquire()
