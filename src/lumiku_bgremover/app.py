@@ -97,7 +97,8 @@ async def plain_responders(
     services: Services, metrics: Metrics, tracing: Tracing
 ) -> AsyncIterator[list[PlainResponder]]:
     """The quote subject on a plain nats-py connection of its own (none in a worker),
-    subscribed and flushed before this yields; unsubscribed and drained on exit."""
+    subscribed and flushed before this yields; on exit unsubscribed, the answers in
+    flight finished (`PlainResponder.stop`), the connection closed."""
     settings = services.settings
     if not settings.role.serves_requests:
         yield []
