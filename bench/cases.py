@@ -56,7 +56,7 @@ class Size:
     @classmethod
     def pick(cls, *, quick: bool) -> Size:
         if quick:
-            return cls(3, 3, 16, 2.0, 30, 60, 8)
+            return cls(3, 2, 16, 2.0, 30, 60, 8)
         return cls(3, 8, 40, 5.0, 500, 500, 40)
 
 
