@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry
 from lumiku_bgremover import db, messaging
 from lumiku_bgremover.handlers.admin import register_admin_handlers
 from lumiku_bgremover.handlers.integrations import register_integration_handlers
-from lumiku_bgremover.handlers.quotes import register_quote_handler
+from lumiku_bgremover.handlers.plain import PlainResponder
+from lumiku_bgremover.handlers.quotes import quote_responder
 from lumiku_bgremover.handlers.requests import register_request_handlers
 from lumiku_bgremover.observability import METRICS_KEY, Metrics, observe
 from lumiku_bgremover.observability.tracing import Tracing
@@ -38,6 +39,7 @@ __all__ = [
     "create_app",
     "instrument",
     "open_services",
+    "plain_responders",
     "provision",
     "register_handlers",
 ]
@@ -107,14 +109,39 @@ async def open_services(settings: Settings, *, clock: Clock = utc_now) -> AsyncI
         await pool.close()
 
 
+@asynccontextmanager
+async def plain_responders(
+    services: Services, metrics: Metrics, tracing: Tracing
+) -> AsyncIterator[list[PlainResponder]]:
+    """The quote subject on a plain nats-py connection of its own (none in a worker),
+    subscribed and flushed before this yields; on exit unsubscribed, the answers in
+    flight finished (`PlainResponder.stop`), the connection closed."""
+    settings = services.settings
+    if not settings.role.serves_requests:
+        yield []
+        return
+    name = f"{messaging.CLIENT_NAME}-replies"
+    nc = await messaging.connect(settings.nats, name=name, log_events=True)
+    responders = [quote_responder(nc, services, tracing=tracing, counter=metrics.replies)]
+    try:
+        for responder in responders:
+            await responder.start()
+        await nc.flush(timeout=READY_FLUSH_TIMEOUT_S)
+        yield responders
+    finally:
+        for responder in responders:
+            await responder.stop()
+        await messaging.close(nc)
+
+
 def register_handlers(broker: NatsBroker, settings: Settings) -> None:
-    """Subscribe every handler of the role; the admin subjects only when enabled.
+    """Subscribe every FastStream handler of the role; the admin subjects only when
+    enabled (quotes are served by `plain_responders`).
 
     A worker (`ROLE=worker`) subscribes nothing here: it serves the work queue only.
     """
     if not settings.role.serves_requests:
         return
-    register_quote_handler(broker, settings)
     register_request_handlers(broker, settings)
     register_integration_handlers(broker, settings)
     if register_admin_handlers(broker, settings):
@@ -164,6 +191,7 @@ def create_app(
         async with (
             open_services(settings, clock=clock) as services,
             run_pipeline(services, metrics=metrics, tracing=tracing, work=work) as pipeline,
+            plain_responders(services, metrics, tracing),
             observe(services, metrics, broker.ping),
         ):
             context.set_global(SERVICES_KEY, services)

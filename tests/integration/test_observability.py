@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from lumiku_bgremover.contracts import QuoteRequest, Tier, encode
 from lumiku_bgremover.contracts.codec import decode
-from lumiku_bgremover.contracts.subjects import QUOTE, with_prefix
+from lumiku_bgremover.contracts.subjects import BATCH_STATUS, QUOTE, with_prefix
 from lumiku_bgremover.contracts.work import Lane, WorkItem
 from lumiku_bgremover.observability import (
     HealthServer,
@@ -202,16 +202,23 @@ async def test_the_running_service_serves_probes_and_subscriber_metrics(
         ready = await client.get(f"{base}/readyz")
         assert ready.status_code == 200, ready.text
         request = QuoteRequest(user_id="u-metrics", tier=Tier.BASIC, count=3)
-        subject = with_prefix(settings.nats.subject_prefix, QUOTE)
-        await nc.request(subject, encode(request), timeout=DEADLINE_S)
+        quote = with_prefix(settings.nats.subject_prefix, QUOTE)
+        status = with_prefix(settings.nats.subject_prefix, BATCH_STATUS)
+        await nc.request(quote, encode(request), timeout=DEADLINE_S)
+        await nc.request(status, b"{}", timeout=DEADLINE_S)
 
-        async def quote_counted() -> bool:
+        async def counted(name: str, subject: str) -> bool:
             text = (await client.get(f"{base}/metrics")).text
             return any(
-                line.startswith("faststream_received_messages_total{")
-                and subject in line
-                and not line.endswith(" 0.0")
+                line.startswith(f"{name}{{") and subject in line and not line.endswith(" 0.0")
                 for line in text.splitlines()
             )
 
-        await poll(quote_counted, "FastStream's middleware counts the quote request")
+        async def quote_counted() -> bool:
+            return await counted("lumiku_bgremover_replies_total", quote)
+
+        async def status_counted() -> bool:
+            return await counted("faststream_received_messages_total", status)
+
+        await poll(quote_counted, "the plain quote responder counts the quote request")
+        await poll(status_counted, "FastStream's middleware counts the status request")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
+from nats.aio.client import Client
 
 from lumiku_bgremover.app import register_handlers
 from lumiku_bgremover.contracts import (
@@ -18,11 +19,12 @@ from lumiku_bgremover.contracts import (
     subjects,
 )
 from lumiku_bgremover.handlers.admin import ADMIN_QUEUE, ROUTES
-from lumiku_bgremover.handlers.quotes import QUOTE_QUEUE, pricing_error
+from lumiku_bgremover.handlers.quotes import QUOTE_QUEUE, pricing_error, quote_responder
 from lumiku_bgremover.handlers.replying import INTERNAL_ERROR_MESSAGE, respond
 from lumiku_bgremover.handlers.requests import STATUS_QUEUE
 from lumiku_bgremover.messaging import build_broker
 from lumiku_bgremover.pricing import InvalidCount, PricingError, UnknownTier
+from lumiku_bgremover.services import Services
 from lumiku_bgremover.settings import NatsSettings, Settings
 
 
@@ -120,9 +122,9 @@ def subscribed(settings: Settings) -> dict[str, str]:
     return {sub.subject.broker_address: sub.queue for sub in broker.subscribers}
 
 
-#: What every service subscribes: quotes and status in queue groups, requests by consumer.
+#: What every service subscribes through FastStream: status in a queue group, requests by
+#: consumer (quotes are a plain nats-py subscription: `app.plain_responders`).
 SERVICE = {
-    "t9.bgremove.quote": QUOTE_QUEUE,
     "t9.bgremove.batch.status": STATUS_QUEUE,
     "t9.bgremove.batch.requested": "",
     "t9.bgremove.image.requested": "",
@@ -133,6 +135,13 @@ SERVICE = {
     "t9.bgremove.settings.get": "bgremove-settings",
     "t9.bgremove.settings.set": "bgremove-settings",
 }
+
+
+def test_quotes_are_answered_by_a_plain_responder_in_their_queue_group() -> None:
+    settings = Settings(nats=NatsSettings(subject_prefix="t9."))
+    services = Services(settings=settings, pool=cast("Any", None), store=cast("Any", None))
+    responder = quote_responder(cast("Client", None), services)
+    assert (responder.subject, responder.queue) == ("t9.bgremove.quote", QUOTE_QUEUE)
 
 
 def test_admin_subjects_are_not_subscribed_by_default() -> None:

@@ -1,18 +1,24 @@
-"""The quote subject: price a request and say whether the user can pay it now."""
+"""The quote subject: price a request and say whether the user can pay it now.
+
+Served by a `PlainResponder` (a plain nats-py subscription), not a FastStream
+subscriber: FastStream's per-message path cost more than the quote (bench B3).
+"""
 
 from __future__ import annotations
 
 from typing import Final
 
-from faststream.nats import NatsBroker
+from nats.aio.client import Client
+from prometheus_client import Counter
 
 from lumiku_bgremover import billing
 from lumiku_bgremover.contracts import ContractError, QuoteReply, QuoteRequest, RejectCode
 from lumiku_bgremover.contracts.subjects import QUOTE, with_prefix
+from lumiku_bgremover.handlers.plain import PlainResponder
 from lumiku_bgremover.handlers.replying import respond
+from lumiku_bgremover.observability.tracing import Tracing
 from lumiku_bgremover.pricing import InvalidCount, PricingError, UnknownTier
-from lumiku_bgremover.services import SERVICES_KEY, Services
-from lumiku_bgremover.settings import Settings
+from lumiku_bgremover.services import Services
 
 __all__ = [
     "QUOTE_QUEUE",
@@ -20,7 +26,7 @@ __all__ = [
     "answer_quote",
     "pricing_error",
     "quote",
-    "register_quote_handler",
+    "quote_responder",
 ]
 
 #: Core-NATS queue group: replicas share the quote subject, each request answered once.
@@ -65,15 +71,20 @@ async def answer_quote(services: Services, body: bytes) -> bytes:
     return await respond(QuoteRequest, body, answer, subject=QUOTE)
 
 
-def register_quote_handler(broker: NatsBroker, settings: Settings) -> None:
-    """Subscribe the quote subject (under the deployment prefix) in the queue group,
-    answering up to `QUOTE_WORKERS` requests at once."""
+def quote_responder(
+    nc: Client,
+    services: Services,
+    *,
+    tracing: Tracing | None = None,
+    counter: Counter | None = None,
+) -> PlainResponder:
+    """The quote subject (under the deployment prefix) on a plain nats-py subscription
+    in the queue group, answering up to `QUOTE_WORKERS` requests at once."""
 
-    subject = with_prefix(settings.nats.subject_prefix, QUOTE)
+    async def answer(body: bytes) -> bytes:
+        return await answer_quote(services, body)  # looked up per call: tests wrap it
 
-    # No FastStream `Context` parameters here: fast_depends resolves each one with a
-    # sync call in a worker thread, a thread hop per request on the busiest subject.
-    @broker.subscriber(subject, queue=QUOTE_QUEUE, max_workers=QUOTE_WORKERS)
-    async def on_quote(body: bytes) -> bytes:
-        # read at call time: the app gives the broker its context after registration
-        return await answer_quote(broker.context.get(SERVICES_KEY), body)
+    subject = with_prefix(services.settings.nats.subject_prefix, QUOTE)
+    return PlainResponder(
+        nc, subject, QUOTE_QUEUE, answer, limit=QUOTE_WORKERS, tracing=tracing, counter=counter
+    )

@@ -2,7 +2,7 @@
 
 Defined here, recorded by the pipeline (items, engine calls, credits, batches) and by
 the `LagMonitor` (work-queue lag). FastStream's `NatsPrometheusMiddleware` adds the
-subscribers' message metrics to the same registry.
+subscribers' message metrics to the same registry; `PlainResponder` counts the quotes.
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ class Metrics:
         self.batch_duration = Histogram(
             "batch_duration_seconds", "From acceptance to completion of a batch, by tier.",
             ["tier"], namespace=ns, registry=registry, buckets=BATCH_BUCKETS_S,
+        )  # fmt: skip
+        self.replies = Counter(
+            "replies", "Requests answered on plain nats-py subjects (quotes), by subject.",
+            ["subject"], namespace=ns, registry=registry,
         )  # fmt: skip
         self.queue_lag = Gauge(
             "work_queue_lag", "Work items stored or delivered but not acked, by lane.",
