@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: install lint typecheck test test-fast test-reliability contracts contracts-check demo bench clean
+.PHONY: install lint typecheck test test-long test-fast test-reliability contracts contracts-check demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,14 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy --strict src/lumiku_bgremover
 
-# CI runs this: everything but the `long` faults (minutes-long outages, every crash point,
-# the JetStream cluster's node-kill sequence).
+# CI runs this: everything but the `long` tests (minute-long outages, the other crash points,
+# the JetStream cluster's node-kill sequence, the real-model demo, the 65,536-entry ZIP).
 test: lint typecheck
 	$(BIN)/pytest -m "not long"
+
+# What `make test` leaves out (about 20 minutes).
+test-long: $(DEV_STAMP)
+	$(BIN)/pytest -m long --durations=0
 
 # The whole reliability suite, long faults included (about 15 minutes).
 test-reliability: $(DEV_STAMP)

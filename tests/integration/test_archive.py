@@ -433,6 +433,7 @@ class MemoryStore:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # 20 s on a busy machine; a batch has at most 500 entries
 async def test_more_than_65535_entries_use_zip64_records() -> None:
     memory = MemoryStore()
     memory.objects["tiny"] = b"px"

@@ -203,6 +203,7 @@ def test_the_avatar_scenario_plays_avatar_creator(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # 75 s on a busy machine; the real weights are in make test elsewhere
 @pytest.mark.timeout(900)
 def test_the_demo_with_the_real_local_model(tmp_path: Path) -> None:
     raw = os.environ.get("MODEL_CACHE_DIR", "").strip()

@@ -29,7 +29,7 @@ STOP_WITHIN_S = 20.0
     "outage_s",
     [
         pytest.param(3, id="3s"),
-        pytest.param(20, id="20s"),
+        pytest.param(20, id="20s", marks=pytest.mark.long),
         pytest.param(180, id="180s", marks=[pytest.mark.long, pytest.mark.timeout(600)]),
     ],
 )
