@@ -100,7 +100,9 @@ _RULES: Final = f"""\
   and others failed or were cancelled, `cancelled` when none succeeded and some
   were cancelled, else `failed`. `bgremove.batch.completed` is published after
   the batch's stored state is final, so a status request made on receiving it
-  always reads the final status. `credits_charged - credits_refunded` is what
+  always reads the final status, and it is a batch's last event: every image's
+  `bgremove.item.done` or `bgremove.item.failed` was published before it, after a
+  crash or an outage too. `credits_charged - credits_refunded` is what
   the user paid: failed and cancelled images are refunded at the batch's
   effective per-image price.
 - Credits are whole numbers. `per_image` is exact decimal text (`"7.6"`).
