@@ -115,6 +115,10 @@ async def test_a_mixed_batch_as_the_contract_describes_it(
     await js.publish(prefix + "bgremove.batch.requested", json.dumps(request).encode(),
                      headers={"Nats-Msg-Id": "contract-1"})  # fmt: skip
     await inbox.until("bgremove.batch.completed")
+    order = [subject for subject, _, _ in inbox.seen]
+    ends = [i for i, s in enumerate(order) if s in ("bgremove.item.done", "bgremove.item.failed")]
+    assert len(ends) == 5
+    assert max(ends) < order.index("bgremove.batch.completed"), "batch.completed comes last"
 
     [accepted] = inbox.of("bgremove.batch.accepted")
     assert (accepted["count"], accepted["priced_count"]) == (5, 3)
