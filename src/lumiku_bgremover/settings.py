@@ -151,6 +151,9 @@ class Limits:
     max_deliver: int = 5
     #: Seconds a delivered work item may go without an ack or a heartbeat before redelivery.
     work_ack_wait_s: float = 60.0
+    #: Seconds a stopping worker lets its in-flight items finish before it NAKs them
+    #: (the Helm chart sets it from the pod's termination grace period).
+    work_drain_s: float = 30.0
 
 
 #: Every interface of the pod: the metrics and health port must be reachable by the kubelet.
@@ -368,6 +371,7 @@ def _limits(env: Env) -> Limits:
         interactive_max_images=env.integer("INTERACTIVE_MAX_IMAGES", 10, lo=1, hi=500),
         max_deliver=env.integer("WORK_MAX_DELIVER", 5, lo=1, hi=100),
         work_ack_wait_s=env.number("WORK_ACK_WAIT_S", 60.0, lo=1.0, hi=3600.0),
+        work_drain_s=env.number("WORK_DRAIN_S", 30.0, lo=1.0, hi=3600.0),
     )
 
 

@@ -278,11 +278,29 @@ def test_resources_spread_and_disruption_budget(chart: helm.Chart, name: str) ->
 
 
 @pytest.mark.parametrize("name", sorted(ROLES))
-def test_grace_period_outlasts_an_engine_call(chart: helm.Chart, name: str) -> None:
-    spec = pod_spec(one(render(chart, {}), "Deployment", name))
-    assert spec["terminationGracePeriodSeconds"] > chart.values["engines"]["timeoutS"]
-    with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds"):
-        render(chart, {"terminationGracePeriodSeconds": 60, "engines": {"timeoutS": 60}})
+@pytest.mark.parametrize(("grace", "timeout"), [(None, None), (300, 240), (17, 1)])
+def test_grace_period_outlasts_an_engine_call(
+    chart: helm.Chart, name: str, grace: int | None, timeout: int | None
+) -> None:
+    values: dict[str, Any] = {"secrets": {"s3AccessKey": "ak", "s3SecretKey": "sk"}}
+    if grace is not None:
+        values |= {"terminationGracePeriodSeconds": grace, "engines": {"timeoutS": timeout}}
+    docs = render(chart, values)
+    spec = pod_spec(one(docs, "Deployment", name))
+    # what the service reads: the drain a stopping worker gives its in-flight items
+    settings = Settings.from_env(environment(docs, name))
+    drain = settings.limits.work_drain_s
+    assert spec["terminationGracePeriodSeconds"] > drain > settings.engines.timeout_s
+    assert drain == spec["terminationGracePeriodSeconds"] - 15
+
+
+@pytest.mark.parametrize(("grace", "timeout"), [(60, 60), (75, 60), (16, 1)])
+def test_a_grace_period_shorter_than_an_engine_call_is_refused(
+    chart: helm.Chart, grace: int, timeout: int
+) -> None:
+    values = {"terminationGracePeriodSeconds": grace, "engines": {"timeoutS": timeout}}
+    with pytest.raises((helm.HelmRenderError, helm.HelmValuesError)):
+        render(chart, values)
 
 
 # --- hooks, jobs, tests ------------------------------------------------------------------------

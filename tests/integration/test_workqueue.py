@@ -20,7 +20,8 @@ from lumiku_bgremover.queue import (
     WorkQueueRunner,
     partition_of,
 )
-from lumiku_bgremover.settings import Limits, NatsSettings
+from lumiku_bgremover.settings import Limits, NatsSettings, S3Settings
+from tests.integration.service import running_app, service_settings
 
 pytestmark = pytest.mark.integration
 
@@ -275,3 +276,91 @@ async def test_dead_letter_mover_gives_up_items_nobody_answered(
         await mover.stop()
     assert recorder.given_up == [("b1-frank-0", FailCode.MAX_DELIVERIES)]
     assert await stream_is_empty(nc, settings)
+
+
+@dataclasses.dataclass
+class Gated:
+    """A processor whose items run until the test opens the gate."""
+
+    gate: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    started: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    done: list[str] = dataclasses.field(default_factory=list)
+
+    async def process(self, delivery: Delivery) -> None:
+        self.started.set()
+        await self.gate.wait()
+        self.done.append(delivery.item.item_id)
+
+    async def give_up(self, item: WorkItem, *, code: FailCode, message: str) -> None:
+        raise AssertionError(f"gave up {item.item_id}: {code} {message}")
+
+
+async def started_gated(nc: Client, settings: NatsSettings) -> tuple[WorkQueueRunner, Gated]:
+    await JetStreamWorkQueue(nc.jetstream(), settings).enqueue(item("gus", 0))
+    gated = Gated()
+    limits = Limits(work_partitions=4, max_deliver=3)
+    runner = WorkQueueRunner(nc.jetstream(), settings, limits, gated, poll_s=0.5)
+    await runner.start()
+    await asyncio.wait_for(gated.started.wait(), 20)
+    return runner, gated
+
+
+async def deliveries_of_the_queued_item(nc: Client, settings: NatsSettings) -> list[int]:
+    """Delivery counts of what the work stream still holds for gus (fetched and NAKed)."""
+    durable = StreamNames.of(settings).work_consumer(Lane.BULK, partition_of("gus", 4))
+    sub = await nc.jetstream().pull_subscribe_bind(durable, StreamNames.of(settings).work)
+    try:
+        messages = await sub.fetch(1, timeout=10)
+    except TimeoutError:
+        return []
+    finally:
+        await sub.unsubscribe()
+    for message in messages:
+        await message.nak()
+    return [m.metadata.num_delivered for m in messages]
+
+
+@pytest.mark.usefixtures("provisioned")
+async def test_a_stop_lets_the_item_in_flight_finish_within_the_drain(
+    nc: Client, settings: NatsSettings
+) -> None:
+    runner, gated = await started_gated(nc, settings)
+    stopping = asyncio.create_task(runner.stop(timeout_s=600))  # WORK_DRAIN_S
+    await asyncio.sleep(0)  # one turn of the loop: the stop task runs up to its first wait
+    assert not stopping.done()  # it waits for the item in flight
+    gated.gate.set()  # the item finishes during the drain, and is acked
+    await asyncio.wait_for(stopping, 30)
+    assert gated.done == ["b1-gus-0"]
+    assert await stream_is_empty(nc, settings)
+
+
+@pytest.mark.usefixtures("provisioned")
+async def test_a_stop_naks_the_item_still_running_after_the_drain(
+    nc: Client, settings: NatsSettings
+) -> None:
+    runner, gated = await started_gated(nc, settings)
+    await asyncio.wait_for(runner.stop(timeout_s=0.1), 30)  # the gate never opens
+    assert gated.done == []
+    assert await deliveries_of_the_queued_item(nc, settings) == [2]  # back, one delivery spent
+
+
+async def test_the_service_drains_for_work_drain_s(
+    nats_url: str,
+    nats_namespace: str,
+    migrated_database_url: str,
+    s3_settings: S3Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    drains: list[float] = []
+    stop = WorkQueueRunner.stop
+
+    async def recorded(runner: WorkQueueRunner, timeout_s: float = 30.0) -> None:
+        drains.append(timeout_s)
+        await stop(runner, timeout_s)
+
+    monkeypatch.setattr(WorkQueueRunner, "stop", recorded)
+    settings = service_settings(nats_url, nats_namespace, migrated_database_url, s3_settings)
+    limits = dataclasses.replace(settings.limits, work_drain_s=105.0)
+    async with running_app(dataclasses.replace(settings, limits=limits)):
+        assert drains == []
+    assert drains == [105.0]

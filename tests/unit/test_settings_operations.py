@@ -18,6 +18,7 @@ def test_defaults() -> None:
     assert settings.retention == RetentionSettings(
         results_days=0, archives_days=0, originals_days=0, batches_days=0
     )
+    assert settings.limits.work_drain_s == 30.0
 
 
 @pytest.mark.parametrize(
@@ -34,6 +35,7 @@ def test_defaults() -> None:
         ("RETENTION_BATCHES_DAYS", "90", lambda s: s.retention.batches_days, 90),
         ("RETENTION_BATCHES_DAYS", "8", lambda s: s.retention.batches_days, 8),
         ("RETENTION_BATCHES_DAYS", "0", lambda s: s.retention.batches_days, 0),
+        ("WORK_DRAIN_S", "105", lambda s: s.limits.work_drain_s, 105.0),
     ],
 )
 def test_values(variable: str, raw: str, read, expected: object) -> None:
@@ -53,6 +55,8 @@ def test_values(variable: str, raw: str, read, expected: object) -> None:
         ("RETENTION_ORIGINALS_DAYS", "36501"),
         ("RETENTION_BATCHES_DAYS", "7"),
         ("RETENTION_BATCHES_DAYS", "1"),
+        ("WORK_DRAIN_S", "0"),
+        ("WORK_DRAIN_S", "3601"),
     ],
 )
 def test_bad_values_name_their_variable(variable: str, raw: str) -> None:

@@ -123,7 +123,7 @@ async def run_pipeline(
             await mover.start()
         yield pipeline
     finally:
-        await runner.stop()
+        await runner.stop(settings.limits.work_drain_s)
         await gate.close()
         await mover.stop()
         await fetcher.aclose()

@@ -202,7 +202,8 @@ class WorkQueueRunner:
             self._spawn(feed.run(), self._tasks)
 
     async def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop taking work, return waiting messages, let in-flight items finish."""
+        """Stop taking work, return waiting messages, let in-flight items finish for up to
+        `timeout_s` (WORK_DRAIN_S), then NAK those still running."""
         self._stopping = True
         self._stop_requested.set()  # items waiting out an outage give their message back now
         for feed in (f for lane in self._feeds for f in lane):

@@ -122,6 +122,7 @@ WORKER_CONCURRENCY: {{ .Values.work.concurrency | quote }}
 INTERACTIVE_MAX_IMAGES: {{ .Values.work.interactiveMaxImages | quote }}
 WORK_MAX_DELIVER: {{ .Values.work.maxDeliver | quote }}
 WORK_ACK_WAIT_S: {{ .Values.work.ackWaitS | quote }}
+WORK_DRAIN_S: {{ include "lumiku.drainSeconds" . | quote }}
 METRICS_PORT: {{ .Values.metrics.port | quote }}
 QUEUE_LAG_INTERVAL_S: {{ .Values.metrics.lagIntervalS | quote }}
 HEALTH_TIMEOUT_S: {{ .Values.metrics.healthTimeoutS | quote }}
@@ -242,7 +243,18 @@ Called with a dict: "root" (the chart context) and "weights" (mount the weights 
 {{- end }}
 {{- end }}
 
-{{/* The grace period must outlast the longest in-flight item (an engine call and more). */}}
+{{/*
+WORK_DRAIN_S: how long a stopping worker lets its in-flight items finish. The pod's grace
+period less 15 s, which the worker keeps for returning fetched messages and closing.
+*/}}
+{{- define "lumiku.drainSeconds" -}}
+{{- sub (int .Values.terminationGracePeriodSeconds) 15 }}
+{{- end }}
+
+{{/*
+The grace period must outlast the longest in-flight item: the drain it leaves the worker
+must exceed one engine call (engines.timeoutS), so a call under way at SIGTERM finishes.
+*/}}
 {{- define "lumiku.checkGracePeriod" -}}
 {{- $least := add (int .Values.engines.timeoutS) 15 }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int $least) }}
