@@ -33,8 +33,10 @@ from lumiku_bgremover.settings import Limits, NatsSettings, Settings
 ROOT = Path(__file__).parents[2]
 CHART = ROOT / "deploy" / "helm" / "lumiku-bgremover"
 PACKAGE = ROOT / "src" / "lumiku_bgremover"
-#: A current Kubernetes release, for validation and lint.
-KUBE_VERSION = "1.33.0"
+#: The newest Kubernetes release kubernetes-validate knows (current), for validation and lint.
+KUBE_VERSION = kubernetes_validate.utils.latest_version()
+#: The oldest release Chart.yaml's kubeVersion admits: manifests are validated for it too.
+OLDEST_KUBE_VERSION = "1.27.0"
 #: Kinds from CRDs (KEDA, Prometheus Operator): kubernetes-validate has no schema for them.
 CRD_KINDS = {"ScaledObject", "ServiceMonitor"}
 POD_KINDS = {"Deployment", "Job", "CronJob", "Pod"}
@@ -163,12 +165,19 @@ def test_lint_is_clean(profile: str) -> None:
     assert [m for m in report["messages"] if m["severity"] >= 2] == []  # 2 warning, 3 error
 
 
+def test_validation_is_for_a_current_kubernetes() -> None:
+    major, minor = (int(part) for part in KUBE_VERSION.split(".")[:2])
+    assert (major, minor) >= (1, 33)
+    assert f">={OLDEST_KUBE_VERSION}-0" in (CHART / "Chart.yaml").read_text()
+
+
+@pytest.mark.parametrize("version", [OLDEST_KUBE_VERSION, KUBE_VERSION])
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-def test_every_manifest_is_valid_kubernetes(chart: helm.Chart, profile: str) -> None:
+def test_every_manifest_is_valid_kubernetes(chart: helm.Chart, profile: str, version: str) -> None:
     unchecked = set()
     for doc in render(chart, PROFILES[profile]):
         try:
-            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+            kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.SchemaNotFoundError:
             unchecked.add(doc["kind"])
     assert unchecked <= CRD_KINDS
