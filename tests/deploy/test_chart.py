@@ -27,6 +27,8 @@ from lumiku_bgremover.integration_settings import (
     integration_settings_from_env,
     notifier_settings_from_env,
 )
+from lumiku_bgremover.permissions import run_permissions
+from lumiku_bgremover.permissions_page import page_settings
 from lumiku_bgremover.provisioning import StreamNames, work_consumer_configs
 from lumiku_bgremover.settings import Limits, NatsSettings, Settings
 
@@ -778,6 +780,20 @@ def test_provisioning_at_start_is_a_value(chart: helm.Chart) -> None:
         Settings.from_env({"PROVISION_ON_START": off["PROVISION_ON_START"]}).provision_on_start
         is False
     )
+
+
+def test_the_readme_summary_of_permissions_is_what_the_code_grants() -> None:
+    readme = (CHART / "README.md").read_text()
+    start = readme.index("## NATS permissions of the service's user")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    named = set(re.findall(r"`((?:bgremove|upscaler|\$JS|_INBOX)[^`<]*)`", table))
+    service = run_permissions(page_settings())
+    granted = {g.subject for g in (*service.publish, *service.subscribe)}
+    assert len(named) >= 15  # the regex finds the table's subjects
+    assert named - granted == set()
+    assert service.allow_responses
+    assert "$JS.API.CONSUMER.PAUSE" not in "".join(granted)  # an operator's, not the service's
 
 
 def test_the_readme_points_at_the_permissions_page() -> None:
