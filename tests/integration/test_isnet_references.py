@@ -8,6 +8,10 @@ astronaut, coffee, chelsea and rocket photos (`make_references` below), downscal
 - IoU of the subject (alpha >= 0.5) at least `MIN_IOU`;
 - mean absolute difference of alpha (0..1) at most `MAX_MAD`.
 
+Every output option is then rendered from the coffee cup's real matte: PNG and WebP
+with alpha, JPEG on a colour, mask only, crop with a margin, the size cap, the edge
+colour estimate, and a photo tagged with a (linear) ICC profile coming out in sRGB.
+
 The tolerances leave room for another ONNX Runtime build or CPU (float kernels differ
 in the last bits; measured here: IoU 1.0000 and MAD under 0.0001 on every photo), while
 a flipped or misplaced matte fails them by far (`test_the_comparison_catches_a_wrong_matte`).
@@ -36,6 +40,7 @@ from lumiku_bgremover.engines.weights import WeightsFetchError, resolve_weights
 from lumiku_bgremover.imaging import SUBJECT_THRESHOLD, compose, decode
 from lumiku_bgremover.settings import EngineSettings
 from tests.fixtures._common import unavailable
+from tests.fixtures.icc import linear_srgb_profile, to_srgb_level
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -121,9 +126,11 @@ def test_the_comparison_catches_a_wrong_matte(mattes: dict[str, Image.Image]) ->
 # --- every output option on one real matte (the coffee cup: a subject inside the frame) ----
 
 
-def render(matte: Image.Image, options: OutputOptions, **extra: object) -> Image.Image:
+def render(
+    matte: Image.Image, options: OutputOptions, icc: bytes | None = None, **extra: object
+) -> Image.Image:
     buffer = io.BytesIO()
-    photo("coffee").save(buffer, "PNG")
+    photo("coffee").save(buffer, "PNG", **({"icc_profile": icc} if icc else {}))
     decoded = decode(buffer.getvalue(), max_pixels=50_000_000)
     encoded = compose(decoded, matte, options, **extra)  # type: ignore[arg-type]
     opened = Image.open(io.BytesIO(encoded.data))
@@ -190,3 +197,26 @@ def test_the_edge_colour_estimate_changes_only_soft_edges(mattes: dict[str, Imag
     assert np.abs(estimated[alpha == 255] - plain[alpha == 255]).max() <= 1
     changed = np.abs(estimated[soft][:, :3] - plain[soft][:, :3]).sum(axis=1) > 3
     assert changed.mean() > 0.3, f"only {changed.mean():.0%} of soft edge pixels changed"
+
+
+@pytest.mark.parametrize("fmt", list(OutputFormat))
+def test_an_icc_tagged_photo_comes_out_in_srgb(
+    mattes: dict[str, Image.Image], fmt: OutputFormat
+) -> None:
+    """The coffee photo tagged as linear light: every format's result is untagged sRGB
+    (each level through the sRGB curve), the real matte unchanged."""
+    matte = mattes["coffee"]
+    colour = {"background": "#FFFFFF"} if fmt is OutputFormat.JPEG else {}
+    out = render(matte, OutputOptions(format=fmt, **colour), icc=linear_srgb_profile())
+    assert not out.info.get("icc_profile")
+    curve = np.array([to_srgb_level(level) for level in range(256)])
+    expected = curve[np.asarray(photo("coffee"))]
+    solid = np.asarray(matte) == 255
+    got = np.asarray(out.convert("RGB"), dtype=np.float64)
+    error = np.abs(got[solid] - expected[solid]).mean()
+    assert error < (1.0 if fmt is OutputFormat.PNG else 4.0), f"{fmt}: {error:.2f}"  # lossy
+    untouched = np.abs(got[solid] - np.asarray(photo("coffee"))[solid]).mean()
+    assert untouched > 10 * error, "the conversion changed the pixels"
+    if fmt is not OutputFormat.JPEG:
+        alpha = np.asarray(out.getchannel("A"), dtype=np.int16)
+        assert np.abs(alpha - np.asarray(matte, dtype=np.int16)).mean() < 1.0

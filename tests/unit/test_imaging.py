@@ -26,6 +26,7 @@ from lumiku_bgremover.imaging import (
     compose,
     decode,
 )
+from tests.fixtures.icc import linear_srgb_profile, to_srgb_level
 
 MAX = 1_000_000
 ORIENTATION = 0x0112
@@ -484,6 +485,24 @@ def test_an_icc_profile_is_applied_and_results_are_plain_srgb() -> None:
             options = OutputOptions(format=fmt, mask_only=mask_only)
             out = compose(decoded, subject_matte(), options)
             assert not reopen(out.data).info.get("icc_profile")
+
+
+@pytest.mark.parametrize("fmt", list(OutputFormat))
+def test_a_non_srgb_profile_changes_the_pixels_to_srgb(fmt: OutputFormat) -> None:
+    linear = (128, 64, 200)  # linear light: sRGB makes it brighter, by a known curve
+    tagged = encode(Image.new("RGB", (W, H), linear), "PNG", icc_profile=linear_srgb_profile())
+    decoded = decode(tagged, max_pixels=MAX)
+    assert decoded.icc_profile is None
+    expected = [to_srgb_level(level) for level in linear]  # 187.8, 137.2, 229.1
+    pixel = decoded.image.getpixel((5, 5))
+    assert isinstance(pixel, tuple)
+    assert all(abs(a - b) <= 1.5 for a, b in zip(pixel, expected, strict=True)), pixel
+    out = reopen(compose(decoded, Image.new("L", (W, H), 255), OutputOptions(format=fmt)).data)
+    assert not out.info.get("icc_profile")
+    centre = out.convert("RGB").getpixel((W // 2, H // 2))
+    assert isinstance(centre, tuple)
+    lossy = 4 if fmt is not OutputFormat.PNG else 1.5
+    assert all(abs(a - b) <= lossy for a, b in zip(centre, expected, strict=True)), centre
 
 
 def test_an_unreadable_icc_profile_is_carried_to_colour_results_only() -> None:

@@ -18,8 +18,9 @@ cannot use ("wrong_shape", "bad_base64", "not_a_mask") take each route's own sha
 (hf-inference's segment list, fal's result, Segmind's JSON or image answer).
 
 Mattes come from `fake_matte` (colour distance from the border), so a test knows
-what the right answer is. `lumiku-bgremover demo --engine hosted-fake` can use them
-to show routing, retries and the breaker without keys.
+what the right answer is; a Segmind fake can be given another `matter` (a known
+cut-out's true alpha, for the halo measure). `lumiku-bgremover demo --engine
+hosted-fake` uses them to show routing, retries and the breaker without keys.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import io
 import itertools
 import json
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -94,10 +95,14 @@ def mask_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def cut_out_png(image: Image.Image) -> bytes:
-    """`image` with the fake matte as alpha, as an RGBA PNG (what removal APIs return)."""
+#: How a fake provider mattes the image it was sent (`fake_matte` unless a test knows better).
+Matter = Callable[[Image.Image], Image.Image]
+
+
+def cut_out_png(image: Image.Image, matter: Matter = fake_matte) -> bytes:
+    """`image` with its matte as alpha, as an RGBA PNG (what removal APIs return)."""
     rgba = image.convert("RGBA")
-    rgba.putalpha(fake_matte(image))
+    rgba.putalpha(matter(image))
     buffer = io.BytesIO()
     rgba.save(buffer, "PNG")
     return buffer.getvalue()
@@ -245,9 +250,11 @@ class FakeSegmind(FakeServer):
         api_key: str = "SG_test",
         models: Collection[str] = ("birefnet-general", "birefnet-portrait"),
         balance: int = 1_000_000,
+        matter: Matter = fake_matte,
     ) -> None:
         super().__init__(self._route, self._fault)
         self.api_key, self.models, self.credits = api_key, set(models), balance
+        self.matter = matter
         self._lock = threading.Lock()
 
     def _route(self, request: Recorded) -> Reply:
@@ -278,7 +285,8 @@ class FakeSegmind(FakeServer):
                 return _json(406, {"error": "Insufficient credits: balance 0, needed 1"})
             self.credits -= 1
             left = self.credits
-        return Reply(200, cut_out_png(image), _PNG, (("X-Remaining-Credits", str(left)),))
+        cut_out = cut_out_png(image, self.matter)
+        return Reply(200, cut_out, _PNG, (("X-Remaining-Credits", str(left)),))
 
     def _fault(self, fault: Fault, request: Recorded) -> Reply:
         if fault.kind in CORRUPT:
