@@ -142,7 +142,9 @@ async def project(apps: Apps, user: str, event_id: str, count: int, **extra: Any
             "avatars": avatars, "style": "watercolour", **extra}  # fmt: skip
 
 
-async def test_an_avatar_project_becomes_one_discounted_batch_once(apps: Apps) -> None:
+async def test_an_avatar_project_becomes_one_discounted_batch_once(
+    apps: Apps, tmp_path: Path
+) -> None:
     await apps.grant("usr_ayu", 1000)
     event = await project(apps, "usr_ayu", "evt-24", 24, removal={"tier": "standard"})
     await apps.publish("avatar.project.completed", event, "evt-24")
@@ -169,6 +171,8 @@ async def test_an_avatar_project_becomes_one_discounted_batch_once(apps: Apps) -
     # the same request again re-announces its acceptance under the same event id (a
     # stream stores it once); it creates no second batch
     assert apps.inbox.event_ids("bgremove.batch.accepted") == {accepted_id}
+    log = (tmp_path / "service.log").read_text()  # the redelivery did reach the service
+    assert log.count("avatar-creator event evt-24 becomes request avatar-creator:evt-24") == 2
     assert await apps.balance("usr_ayu") == 1000 - 183
 
 
@@ -198,6 +202,8 @@ async def test_settings_pose_and_both_upscaler_pipelines(apps: Apps) -> None:
     assert (reply["status"], reply["settings"][0]["tier"]) == ("ok", "professional")
     reply = await apps.request("bgremove.settings.get", {"user_id": user, "app": "upscaler"})
     assert [s["tier"] for s in reply["settings"]] == ["professional"]
+    reply = await apps.request("bgremove.settings.get", {"user_id": "usr_other"})
+    assert [s["enabled"] for s in reply["settings"]] == [False] * 3  # only the owner's
     reply = await apps.request("bgremove.settings.set", {"user_id": user, "setting": {}})
     assert (reply["status"], reply["code"]) == ("error", "invalid_request")
 
@@ -332,6 +338,11 @@ async def test_one_email_per_completed_batch(
             await run_mailed_batch(apps)
             [mail] = await asyncio.to_thread(smtp_server.mailbox.wait_for, 1, 60)
             assert mail["To"] == "ayu@example.com"
+            text = mail.get_payload()
+            assert isinstance(text, str)
+            assert "2 in all, 2 done, 0 failed" in text
+            assert "6 charged, 0 refunded" in text
+            assert "Download all results (ZIP): http" in text
             assert smtp_server.mailbox.refused == 2
             [completed] = apps.inbox.of("bgremove.batch.completed")
             await apps.publish("bgremove.batch.completed", completed, "completed-again")
