@@ -56,6 +56,10 @@ class Inbox:
     def of(self, subject: str) -> list[dict[str, Any]]:
         return [body for s, _, body in self.seen if s == subject]
 
+    def event_ids(self, subject: str) -> set[str]:
+        """The distinct `ce-id` headers seen on `subject`."""
+        return {headers["ce-id"] for s, headers, _ in self.seen if s == subject}
+
     async def until(self, subject: str, count: int = 1, timeout_s: float = 60) -> None:
         async with asyncio.timeout(timeout_s):
             while len(self.of(subject)) < count:

@@ -97,3 +97,6 @@ def test_provision_refuses_a_missing_app_stream_naming_the_variables(
     only = cli("provision", env={**env, "INTEGRATION_APPS": "none"})
     assert only.returncode == 0, only.stderr
     assert "_INTEGRATIONS:" not in only.stdout
+    asked = cli("provision", "--integrations-stream", env=env)  # development: when asked
+    assert asked.returncode == 0, asked.stderr
+    assert f"stream {env['NATS_STREAM_PREFIX']}_INTEGRATIONS: created" in asked.stdout

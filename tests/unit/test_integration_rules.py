@@ -36,17 +36,18 @@ OFF = IntegrationSetting(app=App.AVATAR_CREATOR, enabled=False)
         ({"removal": {"tier": "industry"}}, OFF, Tier.INDUSTRY),  # the event asks: it wins
         ({"removal": {}}, None, Tier.STANDARD),
         ({}, ON, Tier.BASIC),  # the setting decides
-        ({}, OFF, None),
-        ({}, None, None),
-        ({"avatars": [], "removal": {}}, ON, None),  # empty project
+        ({}, OFF, rules.SkipCode.SETTING_OFF),
+        ({}, None, rules.SkipCode.SETTING_OFF),
+        ({"avatars": [], "removal": {}}, ON, rules.SkipCode.EMPTY_PROJECT),
     ],
 )
 def test_when_an_avatar_project_starts_a_batch(
-    extra: dict[str, Any], setting: IntegrationSetting | None, tier: Tier | None
+    extra: dict[str, Any], setting: IntegrationSetting | None, tier: Tier | rules.SkipCode
 ) -> None:
     found = rules.avatar_request(avatar(**extra), setting)
-    if tier is None:
+    if isinstance(tier, rules.SkipCode):
         assert isinstance(found, rules.Skip)
+        assert found.code is tier
         return
     assert isinstance(found, BatchRequested)
     assert found.tier is tier
@@ -76,20 +77,24 @@ def test_a_pose_correlates_by_generation_and_carries_the_next_step() -> None:
 
 
 @pytest.mark.parametrize(
-    ("then", "enabled", "runs"),
+    ("then", "enabled", "skipped"),
     [
-        ({"service": "bgremove"}, False, True),
-        ({"service": "captioner"}, True, False),  # not ours, whatever the setting
-        (None, True, True),
-        (None, False, False),
+        ({"service": "bgremove"}, False, None),
+        ({"service": "captioner"}, True, rules.SkipCode.NOT_ADDRESSED_TO_US),  # not ours
+        (None, True, None),
+        (None, False, rules.SkipCode.SETTING_OFF),
     ],
 )
-def test_upscale_then_remove(then: dict[str, str] | None, enabled: bool, runs: bool) -> None:
+def test_upscale_then_remove(
+    then: dict[str, str] | None, enabled: bool, skipped: rules.SkipCode | None
+) -> None:
     event = msgspec.convert({"event_id": "e", "user_id": "u", "job_id": "j", "result": REF,
                              "then": then}, UpscalerCompleted)  # fmt: skip
     setting = IntegrationSetting(app=App.UPSCALER, enabled=enabled,
                                  then_upscale=UpscaleStep(scale=2))  # fmt: skip
     found = rules.upscaled_request(event, setting)
-    assert isinstance(found, ImageRequested) is runs
+    assert isinstance(found, ImageRequested) is (skipped is None)
+    if isinstance(found, rules.Skip):
+        assert found.code is skipped
     if isinstance(found, ImageRequested):
         assert found.then_upscale is None  # never loops back to the Upscaler

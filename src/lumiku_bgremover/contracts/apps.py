@@ -11,8 +11,10 @@ Every event below is published on JetStream under the deployment prefix; set
 `event_id` delivered again is the same request (`<app>:<event_id>`): one batch,
 one charge. Unknown fields are ignored. A malformed event is answered with
 `bgremove.request.rejected` (`invalid_request`, `path` names the field) and never
-charges; an event that asks for nothing (setting off, empty project, a `then`
-step for another service) is acknowledged and logged, and publishes nothing.
+charges; an event that asks for nothing is acknowledged and logged with a code
+(`setting_off`: no `removal` block and the user's setting is off;
+`empty_project`; `not_addressed_to_us`: a `then` step for another service), and
+publishes and charges nothing. Either way the next event is served.
 
 Results: store `item.done.result` (`{bucket, key}`), not `url`: presigned URLs
 expire (`url_expires_at`). `item.done.source_id` and `item.failed.source_id` echo

@@ -65,7 +65,8 @@ class IntegrationIntake:
             setting = await store.get_setting(conn, event.user_id, app)
         request = decide(event, setting)
         if isinstance(request, rules.Skip):
-            log.info("%s event %s starts nothing: %s", app.value, event.event_id, request.reason)
+            log.info("%s event %s starts nothing (code=%s): %s",
+                     app.value, event.event_id, request.code.value, request.reason)  # fmt: skip
             return
         log.info("%s event %s becomes request %s", app.value, event.event_id, request.request_id)
         await self._intake.submit(request)
@@ -75,5 +76,6 @@ class IntegrationIntake:
         request_id = None if seen.request_id is None else rules.request_id_for(app, seen.request_id)
         identity = Identity(request_id, seen.user_id, seen.correlation)
         key = request_id or f"{app.value}:{hashlib.sha256(data).hexdigest()[:32]}"
-        log.warning("malformed %s event (%s): %s %s", app.value, key, error.code, error.message)
+        log.warning("malformed %s event %s (code=%s): %s",
+                    app.value, key, error.code, error.message)  # fmt: skip
         await self._announcer.rejected(identity, error.code, error.message, error.path, key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from enum import StrEnum
 
 from lumiku_bgremover.contracts import (
     AvatarProjectCompleted,
@@ -29,10 +30,22 @@ from lumiku_bgremover.contracts.integrations import SERVICE_NAME
 MAX_IDENT = 128
 
 
+class SkipCode(StrEnum):
+    """Why an event starts nothing: logged (`code=...`), never published."""
+
+    #: No `removal` block, and the user's setting for the app is off (or never set).
+    SETTING_OFF = "setting_off"
+    #: An avatar project without avatars.
+    EMPTY_PROJECT = "empty_project"
+    #: An Upscaler `then` step addressed to another service.
+    NOT_ADDRESSED_TO_US = "not_addressed_to_us"
+
+
 @dataclass(frozen=True, slots=True)
 class Skip:
-    """The event starts nothing; `reason` is logged."""
+    """The event starts nothing; `code` and `reason` are logged."""
 
+    code: SkipCode
     reason: str
 
 
@@ -61,7 +74,9 @@ def plan_for(
     if removal is not None:
         return Plan(removal.tier, removal.options, removal.then_upscale, removal.notify_email)
     if setting is None or not setting.enabled:
-        return Skip(f"no removal asked and the user's {app.value} setting is off")
+        return Skip(
+            SkipCode.SETTING_OFF, f"no removal asked and the user's {app.value} setting is off"
+        )
     return Plan(setting.tier, setting.options, setting.then_upscale)
 
 
@@ -74,7 +89,7 @@ def avatar_request(
 ) -> BatchRequested | Skip:
     """A project's avatars as one batch (credits, volume discount), or why not."""
     if not event.avatars:
-        return Skip(f"project {event.project_id} has no avatars")
+        return Skip(SkipCode.EMPTY_PROJECT, f"project {event.project_id} has no avatars")
     plan = plan_for(App.AVATAR_CREATOR, event.removal, setting)
     if isinstance(plan, Skip):
         return plan
@@ -121,7 +136,10 @@ def upscaled_request(
     """
     step = event.then
     if step is not None and step.service != SERVICE_NAME:
-        return Skip(f"the next step is for {step.service!r}, not {SERVICE_NAME!r}")
+        return Skip(
+            SkipCode.NOT_ADDRESSED_TO_US,
+            f"the next step is for {step.service!r}, not {SERVICE_NAME!r}",
+        )
     block = None if step is None else RemovalBlock(tier=step.tier, options=step.options)
     plan = plan_for(App.UPSCALER, block, setting)
     if isinstance(plan, Skip):
