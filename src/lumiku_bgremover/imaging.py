@@ -99,7 +99,7 @@ class Decoded:
     """A decoded source: RGB pixels for the engine, upright (EXIF orientation applied)."""
 
     image: Image.Image  #: mode "RGB"
-    format: str  #: "JPEG", "PNG", "WEBP", "GIF", "BMP" or "TIFF"
+    format: str  #: a Pillow name of `INPUT_FORMATS` ("PNG", "JPEG" or "WEBP")
     alpha: Image.Image | None = None  #: the source's own alpha (mode "L"), if any
     icc_profile: bytes | None = None  #: the source's ICC profile, kept for RGB sources
 

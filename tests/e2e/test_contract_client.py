@@ -8,6 +8,7 @@ what the contract promises, to the field.
 import asyncio
 import io
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,13 @@ SCHEMA_OF = {
     "bgremove.batch.completed": "BatchCompleted",
 }
 USER = "usr_contract"
+
+
+def documented_header(name: str) -> str:
+    """A header's value as the contract's README table states it (`| `name` | `value` |`)."""
+    text = (CONTRACTS / "README.md").read_text()
+    [value] = re.findall(rf"^\| `{re.escape(name)}` \| `([^`]+)` \|$", text, flags=re.MULTILINE)
+    return value
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -140,7 +148,7 @@ async def test_a_mixed_batch_as_the_contract_describes_it(
 
     for subject, headers, body in inbox.seen:  # every event: its schema, and its headers
         jsonschema.validate(body, schema(SCHEMA_OF[subject]))
-        assert headers["ce-source"] == "/lumiku/bgremover"
+        assert headers["ce-source"] == documented_header("ce-source") == "/lumiku/bgremover"
         assert headers["ce-type"] == subject
         assert headers["ce-specversion"] == "1.0"
         assert headers["Nats-Msg-Id"] == headers["ce-id"]
@@ -151,15 +159,35 @@ async def test_a_mixed_batch_as_the_contract_describes_it(
     jsonschema.validate(status, schema("BatchStatusReply"))
     assert (status["status"], status["batch_status"]) == ("ok", "partial")
 
-    cancel = {"batch_id": completed["batch_id"], "user_id": USER}
-    await js.publish(prefix + "bgremove.batch.cancel", json.dumps(cancel).encode())
-    await inbox.until("bgremove.request.rejected")
-    [refused] = inbox.of("bgremove.request.rejected")
-    assert (refused["code"], refused["batch_id"]) == ("batch_finished", completed["batch_id"])
-    jsonschema.validate(refused, schema("RequestRejected"))
+    batch_id = completed["batch_id"]
+    cancels = [
+        {"batch_id": batch_id, "user_id": USER},  # every image has ended
+        {"batch_id": "b_nosuchbatch", "user_id": USER},  # no such batch
+        {"batch_id": batch_id, "user_id": "usr_someone_else"},  # not the caller's
+        {"batch_id": batch_id, "user_id": USER},  # the same cancel again: answered again
+    ]
+    # what the events stream keeps (a core subscription also sees what JetStream de-duplicates)
+    stored = await js.subscribe(prefix + "bgremove.request.rejected", ordered_consumer=True)
+    for cancel in cancels:
+        await js.publish(prefix + "bgremove.batch.cancel", json.dumps(cancel).encode())
+    refused = [json.loads((await stored.next_msg(timeout=60)).data) for _ in cancels]
+    assert sorted((r["code"], r["batch_id"], r["user_id"]) for r in refused) == sorted([
+        ("batch_finished", batch_id, USER),
+        ("batch_finished", batch_id, USER),
+        ("not_found", "b_nosuchbatch", USER),
+        ("not_found", batch_id, "usr_someone_else"),
+    ])  # fmt: skip
+    for answer in refused:
+        jsonschema.validate(answer, schema("RequestRejected"))
+    [missing] = [r for r in refused if r["batch_id"] == "b_nosuchbatch"]
+    [foreign] = [r for r in refused if r["user_id"] == "usr_someone_else"]
+    # a batch that is not the caller's reads exactly as one that does not exist
+    assert foreign["message"] == missing["message"].replace("b_nosuchbatch", batch_id)
+    assert foreign["path"] == missing["path"]
 
     async with connect(service_env["DATABASE_URL"]) as conn:
         entries = sorted((e.reason, e.amount) for e in await billing.ledger_entries(conn, USER))
         balance = await billing.balance(conn, USER)
     assert entries == [("batch_charge", -24), ("grant", 1000)]
-    assert balance == 1000 - 24
+    paid = completed["credits_charged"] - completed["credits_refunded"]
+    assert balance == 1000 - paid == 1000 - 24  # the ledger is exact: charged - refunded

@@ -178,15 +178,18 @@ async def test_cleanup_deletes_only_old_finished_batches(migrated_database_url: 
     async with connect(migrated_database_url) as conn:
         await _batch(conn, "old-done", "completed", 40)
         await _batch(conn, "old-cancelled", "cancelled", 35)
+        await _batch(conn, "old-partial", "partial", 33)
+        await _batch(conn, "old-failed", "failed", 31)
         await _batch(conn, "recent-done", "completed", 2)
         await _batch(conn, "still-running", "processing", None)
+        await _batch(conn, "finalizing", "finalizing", None)
         before = datetime.now(UTC) - timedelta(days=30)
 
         counted = await count_finished(conn, before)
         deleted = await delete_finished(conn, before, chunk=1)
 
-        assert (counted.batches, counted.items) == (2, 2)
-        assert (deleted.batches, deleted.items) == (2, 2)
+        assert (counted.batches, counted.items) == (4, 4)
+        assert (deleted.batches, deleted.items) == (4, 4)
         left = {r["id"] for r in await conn.fetch("SELECT id FROM batches")}
-        assert left == {"recent-done", "still-running"}
-        assert await conn.fetchval("SELECT count(*) FROM batch_items") == 2
+        assert left == {"recent-done", "still-running", "finalizing"}
+        assert await conn.fetchval("SELECT count(*) FROM batch_items") == 3

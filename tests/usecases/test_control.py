@@ -3,7 +3,8 @@
 import msgspec
 import pytest
 
-from lumiku_bgremover.contracts import subjects
+from lumiku_bgremover.contracts import BatchStatusRequest, subjects
+from lumiku_bgremover.contracts.common import BatchStatus
 from lumiku_bgremover.db import batches as repo
 from lumiku_bgremover.pipeline import control
 from lumiku_bgremover.pipeline.intake import batch_id_for
@@ -14,9 +15,13 @@ from tests.usecases.test_intake import batch_body
 pytestmark = pytest.mark.integration
 
 
-async def cancel(wired: Wired, body: dict[str, object] | bytes) -> None:
+async def cancel(
+    wired: Wired, body: dict[str, object] | bytes, message_key: str | None = None
+) -> None:
     data = body if isinstance(body, bytes) else msgspec.json.encode(body)
-    await control.on_cancel(wired.pool, wired.finalizer, wired.announcer, data)
+    await control.on_cancel(
+        wired.pool, wired.finalizer, wired.announcer, data, message_key=message_key
+    )
 
 
 async def started(wired: Wired, user: str, request_id: str, count: int) -> str:
@@ -70,3 +75,25 @@ async def test_refused_cancels_are_answered_with_a_code(wired: Wired) -> None:
         "b_nonexistent", batch_id
     )  # a foreign batch reads exactly like a missing one
     assert await wired.balance("bob") == 1000 - 16
+
+
+async def test_a_cancel_sent_again_is_answered_again_but_a_redelivery_is_not(wired: Wired) -> None:
+    batch_id = await started(wired, "cid", "r-twice", 1)
+    await wired.work_all()
+    body = {"batch_id": batch_id, "user_id": "cid"}
+    await cancel(wired, body, message_key="41")
+    await cancel(wired, body, message_key="41")  # the same stored message, delivered again
+    await cancel(wired, body, message_key="42")  # the user pressed cancel again
+    await cancel(wired, b"{}", message_key="43")
+    await cancel(wired, b"{}", message_key="44")
+    codes = [e["code"] for e in wired.events.of(subjects.REQUEST_REJECTED)]
+    assert codes == ["batch_finished", "batch_finished", "invalid_request", "invalid_request"]
+
+
+async def test_a_batch_that_is_finalizing_reads_as_processing(wired: Wired) -> None:
+    batch_id = await started(wired, "dan", "r-finalizing", 1)
+    async with wired.pool.acquire() as conn:  # every image ended, the row is not final yet
+        await conn.execute("UPDATE batches SET status = 'finalizing' WHERE id = $1", batch_id)
+    request = BatchStatusRequest(user_id="dan", batch_id=batch_id)
+    reply = await control.batch_status(wired.pool, wired.finalizer, request)
+    assert (reply.batch_status, reply.completed_at) == (BatchStatus.PROCESSING, None)

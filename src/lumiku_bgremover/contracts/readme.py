@@ -87,7 +87,8 @@ _RULES: Final = f"""\
   `bgremove.batch.progress` at once (with the new `cancelled` count) then
   `bgremove.batch.completed`, or `bgremove.request.rejected` (`not_found`,
   `batch_finished`, `nothing_to_cancel`; it names the `batch_id`). `not_found`
-  answers a batch that is not the caller's, never saying whether it exists.
+  answers a batch that is not the caller's, never saying whether it exists. A cancel
+  sent again is answered again (a redelivery of the same stored message is not).
 - What a request itself gets wrong (schema, counts, a declared `size_bytes` over
   the limit, a ref outside the user's prefix, a forbidden URL) refuses the whole
   request. A source found missing or too large when the request is checked fails

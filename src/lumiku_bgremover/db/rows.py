@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal
 from uuid import UUID
 
 import msgspec
@@ -67,6 +67,19 @@ FINAL_STATES: Final = frozenset(
 )
 #: Item states that are final.
 FINAL_ITEM_STATES: Final = frozenset({ItemState.DONE, ItemState.FAILED, ItemState.CANCELLED})
+#: The count of the contract (`BatchProgress`, `BatchStatusReply`, `BatchCompleted`) an item
+#: in each stored state is shown in; None: not ended yet, only in `total`. Covers every state.
+#: `done` items are also announced by `item.done`, `failed` ones by `item.failed`.
+ItemCount = Literal["succeeded", "failed", "cancelled"]
+ITEM_COUNTED_AS: Final[Mapping[ItemState, ItemCount | None]] = MappingProxyType(
+    {
+        ItemState.PENDING: None,
+        ItemState.PROCESSING: None,
+        ItemState.DONE: "succeeded",
+        ItemState.FAILED: "failed",
+        ItemState.CANCELLED: "cancelled",
+    }
+)
 
 
 def contract_status(state: BatchState) -> BatchStatus:

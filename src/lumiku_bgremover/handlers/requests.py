@@ -53,9 +53,12 @@ async def settle(work: Awaitable[None], message: NatsMessage) -> None:
         raise NackMessage(delay=delay) from error
 
 
-async def cancel(pipeline: Pipeline, body: bytes) -> None:
+async def cancel(pipeline: Pipeline, body: bytes, *, message_key: str | None = None) -> None:
     """Cancel a batch, or answer `request.rejected` with why not (it charges nothing)."""
-    await control.on_cancel(pipeline.services.pool, pipeline.finalizer, pipeline.announcer, body)
+    await control.on_cancel(
+        pipeline.services.pool, pipeline.finalizer, pipeline.announcer, body,
+        message_key=message_key,
+    )  # fmt: skip
 
 
 async def status(pipeline: Pipeline, body: bytes) -> bytes:
@@ -90,7 +93,8 @@ def register_request_handlers(broker: NatsBroker, settings: Settings) -> None:
 
     @bind(subjects.BATCH_CANCEL)
     async def on_cancel(msg: NatsMessage, pipeline: InjectedPipeline) -> None:
-        await settle(cancel(pipeline, msg.body), msg)
+        sequence = msg.raw_message.metadata.sequence.stream  # the same on a redelivery
+        await settle(cancel(pipeline, msg.body, message_key=str(sequence)), msg)
 
     status_subject = subjects.with_prefix(settings.nats.subject_prefix, subjects.BATCH_STATUS)
 

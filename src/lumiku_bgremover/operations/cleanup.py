@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from lumiku_bgremover.billing import Conn
+from lumiku_bgremover.db.rows import FINAL_STATES
 
 __all__ = ["FINAL_STATUSES", "Cleanup", "count_finished", "delete_finished"]
 
-#: Batch statuses that no message can change any more.
-FINAL_STATUSES = ("completed", "cancelled", "failed")
+#: Stored batch states that no message can change any more (`partial` among them).
+FINAL_STATUSES = tuple(sorted(state.value for state in FINAL_STATES))
 #: Batches deleted per statement, so no lock is held for long.
 CHUNK = 500
 

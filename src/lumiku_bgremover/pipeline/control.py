@@ -107,20 +107,31 @@ async def cancel_batch(pool: asyncpg.Pool, finalizer: Finalizer, request: BatchC
 
 
 async def on_cancel(
-    pool: asyncpg.Pool, finalizer: Finalizer, announcer: Announcer, data: bytes
+    pool: asyncpg.Pool,
+    finalizer: Finalizer,
+    announcer: Announcer,
+    data: bytes,
+    *,
+    message_key: str | None = None,
 ) -> None:
-    """Handle a raw `bgremove.batch.cancel` body: cancel, or answer why not."""
+    """Handle a raw `bgremove.batch.cancel` body: cancel, or answer why not.
+
+    `message_key` names the inbound message (its stream sequence): a redelivery of it
+    repeats the answer's event id, so JetStream keeps one, while a cancel sent again
+    later is a new request and gets its own answer. A cancel has no request id of its own.
+    """
+    suffix = "" if message_key is None else f":{message_key}"
     try:
         request = decode(BatchCancel, data)
     except ContractError as error:
-        key = "cancel:" + hashlib.sha256(data).hexdigest()[:32]
+        key = "cancel:" + hashlib.sha256(data).hexdigest()[:32] + suffix
         await announcer.rejected(peek_identity(data), error.code, error.message, error.path, key)
         return
     try:
         await cancel_batch(pool, finalizer, request)
     except ContractError as error:
         identity = Identity(None, request.user_id, request.correlation)
-        key = f"cancel:{request.batch_id}:{request.user_id}"
+        key = f"cancel:{request.batch_id}:{request.user_id}{suffix}"
         await announcer.rejected(
             identity, error.code, error.message, error.path, key, batch_id=request.batch_id
         )
