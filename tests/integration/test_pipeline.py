@@ -188,6 +188,13 @@ async def test_cancel_stops_pending_items_and_refunds_them(slow_client: Client) 
     assert ok >= 2
     assert cancelled >= 10
     assert ok + cancelled == 20
+    stopped = client.events.of(subjects.ITEM_FAILED)  # every image's end, cancelled too
+    assert len(stopped) == cancelled
+    assert {e["code"] for e in stopped} == {"cancelled"}
+    ends = {e["index"] for e in stopped} | {
+        e["index"] for e in client.events.of(subjects.ITEM_DONE)
+    }
+    assert ends == set(range(20))
     assert finished["status"] == "partial"
     # 20 x 8 = 160 - 5 % = 152 charged; the successes cost their share at 5 % off
     kept = ok * 8 - ok * 8 * 5 // 100

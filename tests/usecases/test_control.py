@@ -42,8 +42,19 @@ async def test_a_cancel_that_takes_effect_is_answered_by_progress_then_completio
     [progress] = wired.events.of(subjects.BATCH_PROGRESS)
     assert progress["cancelled"] == 3
     assert wired.events.of(subjects.REQUEST_REJECTED) == []
+    stopped = wired.events.of(subjects.ITEM_FAILED)
+    assert [(e["index"], e["code"], e["credits_refunded"]) for e in stopped] == [
+        (1, "cancelled", 0), (2, "cancelled", 0), (3, "cancelled", 0)]  # fmt: skip
+    assert [e.subject for e in wired.events.events][-4:] == [subjects.ITEM_FAILED] * 3 + [
+        subjects.BATCH_PROGRESS]  # each stopped image's end, then the new counts  # fmt: skip
+    for item in wired.queue.items:  # the cancelled images' work comes back: nothing more
+        await wired.processor.process(Delivery(item, attempt=1, last=False, stream_seq=2))
+    assert len(wired.events.of(subjects.ITEM_FAILED)) == 3
     await wired.processor.process(Delivery(first, attempt=1, last=False, stream_seq=1))
+    [done] = wired.events.of(subjects.ITEM_DONE)
+    assert done["index"] == 0
     [completed] = wired.events.of(subjects.BATCH_COMPLETED)
+    assert wired.events.events[-1].subject == subjects.BATCH_COMPLETED
     assert (completed["status"], completed["succeeded"], completed["cancelled"]) == (
         "partial", 1, 3)  # fmt: skip
     assert completed["credits_refunded"] == 24

@@ -55,6 +55,11 @@ NATS headers (binary content mode), and JetStream's de-duplication id:
 | `{ce.TIME}` | RFC 3339 in UTC, such as `2025-01-31T08:15:00.250000Z` |
 | `{ce.NATS_MSG_ID}` | equal to `{ce.ID}`: JetStream drops a duplicate inside its window |
 
+A JetStream consumer of the events stream sees each event once. A plain core-NATS
+subscription sees what was published, which can include a re-publish that the
+stream dropped as a duplicate (after a retry or a crash): such a subscriber should
+ignore an `{ce.ID}` it has already handled.
+
 Publishers of requests should set `{ce.NATS_MSG_ID}` (the request id will do) so
 a retried publish is stored once; `request_id` in the body is the idempotency
 key either way: a repeated request never charges twice.
@@ -84,7 +89,8 @@ _RULES: Final = f"""\
   `unsupported_format`.
 - Every request gets an answer event: `bgremove.batch.accepted` or
   `bgremove.request.rejected` for a batch or image request; for a cancel, either
-  `bgremove.batch.progress` at once (with the new `cancelled` count) then
+  `bgremove.item.failed` (code `cancelled`) for each image it stopped and
+  `bgremove.batch.progress` (with the new `cancelled` count) at once, then
   `bgremove.batch.completed`, or `bgremove.request.rejected` (`not_found`,
   `batch_finished`, `nothing_to_cancel`; it names the `batch_id`). `not_found`
   answers a batch that is not the caller's, never saying whether it exists. A cancel

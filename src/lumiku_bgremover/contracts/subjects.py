@@ -172,7 +172,8 @@ REGISTRY: Final[tuple[Contract, ...]] = (
         _IN,
         (inbound.BatchCancel,),
         "Cancel a batch's pending images (owner only); they end `cancelled` and are "
-        "refunded. Answered by `batch.progress` then `batch.completed`, or by "
+        "refunded. Answered by `item.failed` (`cancelled`) per stopped image and "
+        "`batch.progress`, then `batch.completed`, or by "
         "`request.rejected` (`not_found`, `batch_finished`, `nothing_to_cancel`).",
     ),
     Contract(

@@ -300,17 +300,18 @@ async def mark_items_announced(conn: Conn, item_ids: Sequence[str]) -> None:
     """Record that these ended items' `item.done` / `item.failed` went out (idempotent)."""
     await conn.execute(
         "UPDATE batch_items SET announced_at = now() "
-        "WHERE id = ANY($1::text[]) AND announced_at IS NULL AND status IN ('done', 'failed')",
+        "WHERE id = ANY($1::text[]) AND announced_at IS NULL "
+        "AND status IN ('done', 'failed', 'cancelled')",
         list(item_ids),
     )
 
 
 async def unannounced_items(conn: Conn, batch_id: str) -> list[Item]:
-    """The batch's done or failed items whose event has not gone out, in order."""
+    """The batch's ended (done, failed, cancelled) items whose event has not gone out."""
     rows = await conn.fetch(
         f"SELECT {_ITEM_COLUMNS} FROM batch_items "  # noqa: S608
-        "WHERE batch_id = $1 AND announced_at IS NULL AND status IN ('done', 'failed') "
-        "ORDER BY idx",
+        "WHERE batch_id = $1 AND announced_at IS NULL "
+        "AND status IN ('done', 'failed', 'cancelled') ORDER BY idx",
         batch_id,
     )
     return [Item.from_row(dict(row)) for row in rows]

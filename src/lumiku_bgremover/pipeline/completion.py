@@ -128,6 +128,10 @@ class Finalizer:
             subjects.BATCH_PROGRESS, message, key=f"{batch.id}:{batch.ended}"
         )
 
+    async def announce_ends(self, batch: repo.Batch) -> int:
+        """Publish the ended images' events that have not gone out (a cancel's, at once)."""
+        return await self._ends.stragglers(batch)
+
     def _due(self, batch: repo.Batch, *, force: bool) -> bool:
         now = self._clock()
         last = self._last_progress.get(batch.id)

@@ -1,7 +1,8 @@
 """What an owner can do to a batch once it is running: ask how it goes, cancel the rest.
 
-Every cancel is answered: one that takes effect by `batch.progress` at once (its
-new `cancelled` count) and `batch.completed` once the started images end; one
+Every cancel is answered: one that takes effect by an `item.failed` (`cancelled`) for
+each image it stopped and `batch.progress` (its new `cancelled` count) at once, and
+`batch.completed` once the started images end; one
 that is refused by `request.rejected` with `not_found` (no such batch of the
 caller's, never saying whose it is), `batch_finished` (every image had ended) or
 `nothing_to_cancel` (every image had started).
@@ -96,6 +97,7 @@ async def cancel_batch(pool: asyncpg.Pool, finalizer: Finalizer, request: BatchC
     if refunded:
         finalizer.metrics.refunded(batch.tier.value, refunded)
     reason = refusal(batch, len(cancelled))
+    await finalizer.announce_ends(batch)  # also what an earlier try of this cancel owed
     if reason is None:
         log.info("batch %s: %d pending items cancelled", batch.id, len(cancelled))
         await finalizer.progress(batch, force=True)

@@ -1,12 +1,12 @@
 """The end of one image, announced exactly once: `item.done` or `item.failed`, then a mark.
 
-An image's row ends first (done or failed), its event goes out next, and the row
-then records the announcement (`announced_at`, an outbox mark). An event that a
-crash or a NATS outage swallowed goes out again from a redelivery of the item or,
-at the latest, from whoever finishes the batch, before `batch.completed`: a client
-that sees `batch.completed` has been sent every image's end. A fact already
-announced is not published again, so a late redelivery cannot repeat one outside
-JetStream's de-duplication window.
+An image's row ends first (done, failed, or cancelled: `item.failed` with the code
+`cancelled`), its event goes out next, and the row then records the announcement
+(`announced_at`, an outbox mark). An event that a crash or a NATS outage swallowed
+goes out again from a redelivery of the item or, at the latest, from whoever
+finishes the batch, before `batch.completed`: a client that sees `batch.completed`
+has been sent every image's end. A fact already announced is not published again,
+so a late redelivery cannot repeat one outside JetStream's de-duplication window.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ class EndedImage:
         scale = batch.then_upscale_scale
         step = None if scale is None else msgspec.convert({"scale": scale}, UpscaleStep)
         return cls(row.id, row.idx, row.filename, row.source_id, step)
+
+
+CANCELLED_MESSAGE = "the batch was cancelled before this image ran"
 
 
 class ItemEnds:
@@ -129,6 +132,10 @@ class ItemEnds:
                 batch, image, row.error_code or FailCode.INTERNAL_ERROR,
                 row.error_message or "", failed_at=row.finished_at,
             )  # fmt: skip
+        elif row.status is repo.ItemState.CANCELLED:
+            await self.failed(
+                batch, image, FailCode.CANCELLED, CANCELLED_MESSAGE, failed_at=row.finished_at
+            )
 
     async def stragglers(self, batch: repo.Batch) -> int:
         """Announce every ended image of the batch whose event has not gone out."""
