@@ -57,11 +57,17 @@ _POSE: Final = """\
 _UPSCALER: Final = """\
 ### Upscaler
 
-- Remove-then-upscale: a request, a `removal` block or a setting with
-  `then_upscale: {scale}` makes us publish `upscaler.requested`
-  ([schema](schemas/UpscalerRequested.json)) for each finished image: `image`
-  is the result's `{bucket, key}`, `request_id` is stable per image (your
-  idempotency key), `correlation` is the original request's.
+- Remove-then-upscale: `then_upscale: {scale}` on a `bgremove.batch.requested`
+  or `bgremove.image.requested`, in a `removal` block or in the user's setting
+  makes us publish one `upscaler.requested`
+  ([schema](schemas/UpscalerRequested.json),
+  [example](examples/UpscalerRequested.json)) for each finished image, right
+  after its `item.done`: `image` is `item.done.result` (`{bucket, key}`), `url`,
+  `url_expires_at`, `content_type`, `filename` and `item_id` are the
+  `item.done`'s, `scale` is the factor asked for, `tier` and `correlation` the
+  original request's. `request_id` (`<item_id>.upscale`) is stable per image:
+  your idempotency key. A failed image is handed nothing; the same request
+  delivered again hands nothing over again.
 - Upscale-then-remove: publish `upscaler.completed`
   ([schema](schemas/UpscalerCompleted.json),
   [example](examples/UpscalerCompleted.json)) with
