@@ -16,6 +16,7 @@ from lumiku_bgremover.contracts import documents, generate
 from lumiku_bgremover.contracts.common import ForeignEvent, Message
 from lumiku_bgremover.contracts.inbound import BatchRequested
 from lumiku_bgremover.contracts.subjects import REGISTRY, Direction, message_types
+from lumiku_bgremover.pipeline.intake import batch_id_for, item_id_for
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = message_types()
@@ -95,6 +96,17 @@ def test_every_registered_message_has_a_schema_and_an_example() -> None:
         assert (ROOT / documents.example_path(kind)).is_file(), kind.__name__
     on_disk = {p.stem for p in (ROOT / documents.EXAMPLE_DIR).glob("*.json")}
     assert on_disk == set(IDS)
+
+
+def test_examples_show_the_ids_the_service_makes() -> None:
+    request = read_json(documents.example_path(BatchRequested))
+    batch_id = batch_id_for(request["request_id"])
+    for path in sorted((ROOT / documents.EXAMPLE_DIR).glob("*.json")):
+        example = json.loads(path.read_text())
+        if str(example.get("batch_id", "")).startswith("b_") and "index" in example:
+            assert example["item_id"] == item_id_for(batch_id, example["index"]), path.name
+        if path.stem.startswith(("Batch", "Item", "Work")) and "batch_id" in example:
+            assert example["batch_id"] == batch_id, path.name
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=IDS)
