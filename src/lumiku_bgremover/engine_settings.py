@@ -28,6 +28,7 @@ __all__ = [
     "ProviderModel",
     "Resilience",
     "Route",
+    "SegmindTransport",
     "engine_settings_from_env",
 ]
 
@@ -46,6 +47,10 @@ _KEYLESS: Final[dict[str, KeylessPolicy]] = {
     "error": "error",
     "unavailable": "unavailable",
 }
+#: How the Segmind engine sends the image: inline as base64, or as a presigned URL of a
+#: short-lived copy in our object store (`engines.links`).
+SegmindTransport = Literal["base64", "url"]
+_TRANSPORTS: Final[dict[str, SegmindTransport]] = {"base64": "base64", "url": "url"}
 _T = TypeVar("_T")
 _SHA256: Final = re.compile(r"[0-9a-f]{64}")
 
@@ -120,6 +125,8 @@ class EngineSettings:
     segmind_endpoint: str = SEGMIND_ENDPOINT
     #: Our model name to Segmind's endpoint name (`/v1/<name>`); unlisted: the same name.
     segmind_models: dict[str, str] = field(default_factory=dict)
+    #: "url": the image travels as a presigned URL of a temporary object, not as base64.
+    segmind_image_transport: SegmindTransport = "base64"
     model_cache_dir: Path = field(default_factory=MODEL_CACHE_DIR.expanduser)
     #: Download URLs (and pins) of local models over the built-in catalogue.
     model_sources: dict[str, ModelSource] = field(default_factory=dict)
@@ -171,6 +178,7 @@ def engine_settings_from_env(env: Env) -> EngineSettings:
         segmind_api_key=env.text("SEGMIND_API_KEY"),
         segmind_endpoint=_http_url(env, "SEGMIND_ENDPOINT", SEGMIND_ENDPOINT),
         segmind_models=_pairs(env, "SEGMIND_MODELS", lambda value: value),
+        segmind_image_transport=_transport(env),
         model_cache_dir=env.dir("MODEL_CACHE_DIR") or MODEL_CACHE_DIR.expanduser(),
         model_sources=_pairs(env, "MODEL_SOURCES", model_source),
         model_trust_unpinned=env.flag("MODEL_TRUST_UNPINNED", default=False),
@@ -279,6 +287,16 @@ def _resilience(env: Env) -> Resilience:
         breaker_failures=env.integer("ENGINE_BREAKER_FAILURES", 5, lo=1, hi=1000),
         breaker_cooldown_s=env.number("ENGINE_BREAKER_COOLDOWN_S", 30.0, lo=0.1, hi=3600.0),
     )
+
+
+def _transport(env: Env) -> SegmindTransport:
+    raw = (env.text("SEGMIND_IMAGE_TRANSPORT", "base64") or "base64").lower()
+    transport = _TRANSPORTS.get(raw)
+    if transport is None:
+        raise SettingsError(
+            "SEGMIND_IMAGE_TRANSPORT", f"expected one of {sorted(_TRANSPORTS)}, got {raw!r}"
+        )
+    return transport
 
 
 def _keyless(env: Env) -> KeylessPolicy:

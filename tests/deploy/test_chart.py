@@ -557,6 +557,12 @@ def test_local_engine_weights_from_the_image_or_a_claim(chart: helm.Chart) -> No
         render(chart, {"engines": {"local": {"enabled": True, "weights": {"source": "volume"}}}})
 
 
+def test_segmind_image_transport_is_a_value(chart: helm.Chart) -> None:
+    assert config_data(render(chart, {}))["SEGMIND_IMAGE_TRANSPORT"] == "base64"
+    url = {"engines": {"segmindImageTransport": "url"}}
+    assert config_data(render(chart, url))["SEGMIND_IMAGE_TRANSPORT"] == "url"
+
+
 def test_optional_monitoring_and_network_policy(chart: helm.Chart) -> None:
     docs = render(chart, PROFILES["everything"])
     monitor = one(docs, "ServiceMonitor")
@@ -587,6 +593,7 @@ work:
         {"metrics": {"port": 0}},
         {"nats": {"servers": ["http://nats:4222"]}},
         {"engines": {"local": {"weights": {"source": "s3"}}}},
+        {"engines": {"segmindImageTransport": "presigned"}},
         {"replicas": 3},
         {"config": {"logFormat": "xml"}},
         {"api": {"replicaCount": 0}},

@@ -25,12 +25,13 @@ async def test_provision_sets_the_expiry_rules(
 ) -> None:
     result = cli("provision", env=service_env)
     assert result.returncode == 0, result.stderr
-    assert "(expiry: results/ 30 d)" in result.stdout
+    assert "(expiry: results/ 30 d, engine-inputs/ 1 d)" in result.stdout
     bucket = service_env["S3_BUCKET"]
     config = await asyncio.to_thread(s3_server.client().get_bucket_lifecycle, bucket)
     assert config is not None
     assert [(r.rule_filter.prefix, r.expiration.days) for r in config.rules if r.expiration] == [
-        ("results/", 30)
+        ("results/", 30),
+        ("engine-inputs/", 1),
     ]
 
 

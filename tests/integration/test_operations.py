@@ -142,14 +142,15 @@ async def test_provision_sets_expiry_rules_and_keeps_foreign_ones(
     config = await asyncio.to_thread(client.get_bucket_lifecycle, store.bucket)
     assert config is not None
     expiring = {r.rule_filter.prefix: r.expiration.days for r in config.rules if r.expiration}
-    assert expiring == {"results/": 30, "archives/": 14}
+    assert expiring == {"results/": 30, "archives/": 14, "engine-inputs/": 1}
     assert all(r.rule_id.startswith(RULE_ID_PREFIX) for r in config.rules)
 
     await store.apply_retention(expiry_rules(RetentionSettings(originals_days=7)))
     config = await asyncio.to_thread(client.get_bucket_lifecycle, store.bucket)
     assert config is not None
     assert {r.rule_filter.prefix: r.expiration.days for r in config.rules if r.expiration} == {
-        "originals/": 7
+        "originals/": 7,
+        "engine-inputs/": 1,
     }
 
     await store.apply_retention(())

@@ -36,6 +36,7 @@ from lumiku_bgremover.contracts.common import Tier
 from lumiku_bgremover.engine_settings import HOSTED_ENGINES, EngineSettings, Resilience, Route
 from lumiku_bgremover.engines.base import Engine, EngineConfigError, EngineError
 from lumiku_bgremover.engines.fake import FakeEngine
+from lumiku_bgremover.engines.links import ImageLinker
 from lumiku_bgremover.engines.resilience import Clock, Jitter, Resilient, Sleep
 
 __all__ = [
@@ -272,6 +273,7 @@ def build_router(
     fake: Engine | None = None,
     local: Engine | None = None,
     client: httpx.AsyncClient | None = None,
+    links: ImageLinker | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
     concurrency: int = 1,
@@ -283,7 +285,8 @@ def build_router(
 
     `fake` and `local` replace the engines otherwise built (a default `FakeEngine`;
     an `OnnxEngine` on `settings.model_cache_dir`). Hosted engines share `client`;
-    when none is given the router makes one and closes it in `aclose`.
+    when none is given the router makes one and closes it in `aclose`. `links` lends
+    Segmind its input by URL; SEGMIND_IMAGE_TRANSPORT=url needs it.
     """
     routes, fallbacks = effective_routes(settings)
     needed = {route.engine for route in (*routes.values(), *fallbacks.values())}
@@ -291,7 +294,7 @@ def build_router(
     if client is None and needed & HOSTED_ENGINES:
         client = owned = httpx.AsyncClient(timeout=httpx.Timeout(max_timeout(settings)))
     local = local or (_default_local(settings, concurrency) if "local" in needed else None)
-    engines = _engines(settings, needed, fake=fake, local=local, client=client)
+    engines = _engines(settings, needed, fake=fake, local=local, client=client, links=links)
     timeouts = {name: settings.timeout_for(name) for name in engines}
     _log_routing(routes, fallbacks)
     return EngineRouter(routes, engines, fallbacks=fallbacks, resilience=settings.resilience,
@@ -310,6 +313,7 @@ def _engines(
     fake: Engine | None,
     local: Engine | None,
     client: httpx.AsyncClient | None,
+    links: ImageLinker | None,
 ) -> dict[str, Engine]:
     engines: dict[str, Engine] = {}
     if "fake" in needed:
@@ -318,12 +322,15 @@ def _engines(
         engines["local"] = local or _default_local(settings, 1)
     if needed & HOSTED_ENGINES:
         assert client is not None
-        engines |= _hosted(settings, needed, client)
+        engines |= _hosted(settings, needed, client, links)
     return engines
 
 
 def _hosted(
-    settings: EngineSettings, needed: set[str], client: httpx.AsyncClient
+    settings: EngineSettings,
+    needed: set[str],
+    client: httpx.AsyncClient,
+    links: ImageLinker | None,
 ) -> dict[str, Engine]:
     from lumiku_bgremover.engines.huggingface import HuggingFaceEngine  # noqa: PLC0415
     from lumiku_bgremover.engines.segmind import SegmindEngine  # noqa: PLC0415
@@ -337,11 +344,24 @@ def _hosted(
     if "segmind" in needed and settings.segmind_api_key:
         engines["segmind"] = SegmindEngine(
             client, api_key=settings.segmind_api_key, endpoint=settings.segmind_endpoint,
-            models=settings.segmind_models,
+            models=settings.segmind_models, links=_segmind_links(settings, links),
         )  # fmt: skip
     for name in sorted((needed & HOSTED_ENGINES) - engines.keys()):  # HOSTED_WITHOUT_KEY
         engines[name] = UnavailableEngine(name, "its API key is not set")
     return engines
+
+
+def _segmind_links(settings: EngineSettings, links: ImageLinker | None) -> ImageLinker | None:
+    """The linker when SEGMIND_IMAGE_TRANSPORT=url (an error without one), else None."""
+    if settings.segmind_image_transport != "url":
+        return None
+    if links is None:
+        raise EngineConfigError(
+            "SEGMIND_IMAGE_TRANSPORT=url needs an object store to lend the image from; "
+            "none was given to the engines"
+        )
+    log.info("segmind: images travel as presigned URLs (SEGMIND_IMAGE_TRANSPORT=url)")
+    return links
 
 
 def _default_local(settings: EngineSettings, concurrency: int) -> Engine:

@@ -1,9 +1,12 @@
 """The Segmind engine: `POST {endpoint}/v1/{name}` with `x-api-key`, image bytes back.
 
-The request is JSON with the image as base64 (`{"image": ..., "base64": false}`);
-the answer is the cut-out as image bytes (RGBA), whose alpha becomes the matte (a
-JSON answer `{"image": <base64>}` is read too). Endpoint names per model are
-configuration (SEGMIND_MODELS); a model not listed is sent under its own name.
+The request is JSON with the image as base64 (`{"image": ..., "base64": false}`), or,
+given an `ImageLinker` (SEGMIND_IMAGE_TRANSPORT=url), as the presigned URL of a
+short-lived copy in our object store, which Segmind fetches and the linker deletes
+after the call (see `engines.links`). The answer is the cut-out as image bytes
+(RGBA), whose alpha becomes the matte (a JSON answer `{"image": <base64>}` is read
+too). Endpoint names per model are configuration (SEGMIND_MODELS); a model not listed
+is sent under its own name.
 
 Errors follow `engines.hosted`: 401/403 not servable, 406 out of credits (or a spend
 limit; retryable once topped up), 429 rate limited (Segmind sends no Retry-After but
@@ -32,6 +35,7 @@ from lumiku_bgremover.engines.hosted import (
     provider_error,
     transport_error,
 )
+from lumiku_bgremover.engines.links import ImageLinker
 
 __all__ = ["SegmindEngine", "reset_in"]
 
@@ -68,10 +72,17 @@ class SegmindEngine:
         api_key: str,
         endpoint: str,
         models: Mapping[str, str] | None = None,
+        links: ImageLinker | None = None,
     ) -> None:
         self._client, self._endpoint = client, endpoint.rstrip("/")
         self._headers = {"x-api-key": api_key, "Accept": "image/*, application/json"}
         self._models = dict(models or {})
+        self._links = links
+
+    @property
+    def transport(self) -> str:
+        """How the image travels: "url" (given a linker) or "base64"."""
+        return "base64" if self._links is None else "url"
 
     def endpoint_for(self, model: str) -> str:
         """The URL serving `model`."""
@@ -81,18 +92,25 @@ class SegmindEngine:
         """The matte of `image` by `model`; raises `ProviderError` on any failure."""
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         png = await asyncio.to_thread(encode_png, rgb)
-        body = {"image": base64.b64encode(png).decode("ascii"), "base64": False}
-        try:
-            response = await self._client.post(
-                self.endpoint_for(model), json=body, headers=self._headers
-            )
-        except httpx.HTTPError as error:
-            raise transport_error(self.name, model, error) from error
+        if self._links is None:
+            response = await self._post(model, base64.b64encode(png).decode("ascii"))
+        else:
+            async with self._links.link(png, content_type="image/png") as url:
+                response = await self._post(model, url)
         if response.is_error:
             raise self._error(model, response)
         cut_out = await asyncio.to_thread(self._image, response, model)
         matte = await asyncio.to_thread(matte_of, self.name, model, cut_out, rgb.size)
         return check_matte(matte, rgb.size, self.name)
+
+    async def _post(self, model: str, image: str) -> httpx.Response:
+        """The answer to `image` (base64 or a URL); the body is read before it returns."""
+        body = {"image": image, "base64": False}
+        url = self.endpoint_for(model)
+        try:
+            return await self._client.post(url, json=body, headers=self._headers)
+        except httpx.HTTPError as error:
+            raise transport_error(self.name, model, error) from error
 
     def _error(self, model: str, response: httpx.Response) -> ProviderError:
         error = provider_error(self.name, model, response)

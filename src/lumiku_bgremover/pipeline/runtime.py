@@ -11,6 +11,7 @@ from nats.aio.client import Client
 
 from lumiku_bgremover import messaging
 from lumiku_bgremover.engines.fake import FakeEngine
+from lumiku_bgremover.engines.links import StoreLinker, link_ttl
 from lumiku_bgremover.engines.router import EngineRouter, build_router, warm_up
 from lumiku_bgremover.observability.recorder import PipelineMetrics
 from lumiku_bgremover.observability.tracing import Tracing
@@ -43,10 +44,14 @@ class Pipeline:
 
 
 def default_router(services: Services) -> EngineRouter:
-    """Engines for the configured routes; the fake one takes its delay and failure rate."""
+    """Engines for the configured routes; the fake one takes its delay and failure rate,
+    and Segmind lends its inputs from the service's store (SEGMIND_IMAGE_TRANSPORT=url)."""
     engines = services.settings.engines
     fake = FakeEngine(delay_s=engines.fake_delay_s, failure_rate=engines.fake_failure_rate)
-    return build_router(engines, fake=fake, concurrency=services.settings.limits.worker_concurrency)
+    links = StoreLinker(services.store, ttl_s=link_ttl(engines.timeout_for("segmind")))
+    return build_router(
+        engines, fake=fake, links=links, concurrency=services.settings.limits.worker_concurrency
+    )
 
 
 def presign_ttl(services: Services) -> int:

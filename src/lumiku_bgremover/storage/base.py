@@ -27,6 +27,9 @@ MAX_KEY_BYTES = 1024
 MAX_PRESIGN_TTL_S = 7 * 24 * 3600
 #: Content type used when a caller or a stored object gives none.
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+#: Prefix of the short-lived copies of engine inputs lent to a provider by presigned URL
+#: (SEGMIND_IMAGE_TRANSPORT=url); each is deleted after its call, a lifecycle rule backs it.
+ENGINE_INPUTS_PREFIX = "engine-inputs/"
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")

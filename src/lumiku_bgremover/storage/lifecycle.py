@@ -14,13 +14,24 @@ from minio.commonconfig import ENABLED, Filter
 from minio.lifecycleconfig import AbortIncompleteMultipartUpload, Expiration, Rule
 
 from lumiku_bgremover.settings import RetentionSettings
+from lumiku_bgremover.storage.base import ENGINE_INPUTS_PREFIX
 
-__all__ = ["RULE_ID_PREFIX", "ExpiryRule", "expiry_rules", "lifecycle_rules", "merge_rules"]
+__all__ = [
+    "ENGINE_INPUTS_DAYS",
+    "RULE_ID_PREFIX",
+    "ExpiryRule",
+    "expiry_rules",
+    "lifecycle_rules",
+    "merge_rules",
+]
 
 #: Id prefix of the lifecycle rules this service owns.
 RULE_ID_PREFIX: Final = "lumiku-bgremover-"
 #: Days after which an unfinished multipart upload (a ZIP cut short) is aborted.
 ABORT_UPLOADS_DAYS: Final = 1
+#: Days after which a lent engine input expires: a backstop, each is deleted after its call
+#: (one day is the shortest expiry S3 lifecycle rules know).
+ENGINE_INPUTS_DAYS: Final = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +48,16 @@ class ExpiryRule:
 
 
 def expiry_rules(retention: RetentionSettings) -> tuple[ExpiryRule, ...]:
-    """One rule per prefix with a retention (0 days keeps the prefix forever)."""
+    """One rule per prefix with a retention (0 days keeps the prefix forever), and always
+    the engine inputs' rule (`ENGINE_INPUTS_PREFIX`, whatever SEGMIND_IMAGE_TRANSPORT says:
+    copies left by an earlier configuration or a crash expire too)."""
     pairs = (
         ("originals/", retention.originals_days),
         ("results/", retention.results_days),
         ("archives/", retention.archives_days),
     )
-    return tuple(ExpiryRule(prefix, days) for prefix, days in pairs if days > 0)
+    kept = tuple(ExpiryRule(prefix, days) for prefix, days in pairs if days > 0)
+    return (*kept, ExpiryRule(ENGINE_INPUTS_PREFIX, ENGINE_INPUTS_DAYS))
 
 
 def lifecycle_rules(rules: Sequence[ExpiryRule]) -> list[Rule]:

@@ -104,6 +104,7 @@ S3_PRESIGN_TTL_S: {{ .Values.s3.presignTtlS | quote }}
 S3_ALLOWED_BUCKETS: {{ join "," .Values.s3.allowedBuckets | quote }}
 HF_ENDPOINT: {{ .Values.engines.hfEndpoint | quote }}
 SEGMIND_ENDPOINT: {{ .Values.engines.segmindEndpoint | quote }}
+SEGMIND_IMAGE_TRANSPORT: {{ .Values.engines.segmindImageTransport | quote }}
 TIER_ROUTING: {{ .Values.engines.tierRouting | quote }}
 ENGINE_TIMEOUT_S: {{ .Values.engines.timeoutS | quote }}
 MODEL_CACHE_DIR: "/models"

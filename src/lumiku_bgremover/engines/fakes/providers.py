@@ -8,7 +8,10 @@ carries `Retry-After`, 402 means the account's credits are spent. The fal route:
 `response_url`; `GET /fal-ai/<app>/requests/<id>/status` polls; `GET` of the
 request gives `{"image": {"url": <data URL>}}` (sync mode), an RGBA cut-out.
 
-Segmind: `POST /v1/<name>`, `x-api-key`, JSON `{"image": <base64>}`; answers the
+Segmind: `POST /v1/<name>`, `x-api-key`, JSON `{"image": <base64 or URL>}`; a URL
+is fetched over HTTP as Segmind fetches it (`fetched` lists them), and one that gives
+no image is answered 400 (Segmind documents no body for it; ours is `{"error":
+"image: could not fetch ..."}`, refused as a bad image is); answers the
 cut-out as `image/png` bytes (RGBA) with `X-Remaining-Credits`; errors are
 `{"error": ...}`: 401 bad key, 406 "Invalid content type" or insufficient
 credits, 404 unknown model, 429 with `x-rate-limit-reset-at-utc` (no Retry-After).
@@ -35,6 +38,7 @@ from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import httpx
 from PIL import Image, UnidentifiedImageError
 
 from lumiku_bgremover.engines.fake import fake_matte
@@ -45,7 +49,9 @@ __all__ = [
     "FAL_MODEL",
     "FakeHuggingFace",
     "FakeSegmind",
+    "Unfetchable",
     "cut_out_png",
+    "fetch_image",
     "mask_png",
 ]
 
@@ -256,6 +262,13 @@ class FakeSegmind(FakeServer):
         self.api_key, self.models, self.credits = api_key, set(models), balance
         self.matter = matter
         self._lock = threading.Lock()
+        self._fetched: list[str] = []
+
+    @property
+    def fetched(self) -> list[str]:
+        """The image URLs fetched so far, in order (a copy)."""
+        with self._lock:
+            return list(self._fetched)
 
     def _route(self, request: Recorded) -> Reply:
         key = request.headers.get("x-api-key")
@@ -273,11 +286,26 @@ class FakeSegmind(FakeServer):
         return self._remove(request)
 
     def sent_image(self, request: Recorded) -> Image.Image | None:
-        """The image a request carried (base64 in the JSON body)."""
-        return _load(_base64_field(request.body))
+        """The image a request carried (base64 in the JSON body, or behind its URL)."""
+        try:
+            return _load(self._payload(request))
+        except Unfetchable:
+            return None
+
+    def _payload(self, request: Recorded) -> bytes:
+        """The image bytes: the base64 field decoded, or its URL fetched (`Unfetchable`)."""
+        value = _image_field(request.body)
+        if "://" not in value:
+            return _base64_bytes(value)
+        with self._lock:
+            self._fetched.append(value)
+        return fetch_image(value)
 
     def _remove(self, request: Recorded) -> Reply:
-        image = _load(_base64_field(request.body))
+        try:
+            image = _load(self._payload(request))
+        except Unfetchable as error:
+            return _json(400, {"error": f"image: could not fetch the image URL: {error}"})
         if image is None:
             return _json(400, {"error": "image: could not decode the image"})
         with self._lock:
@@ -326,9 +354,41 @@ _SEGMIND_ERRORS: Final = {
 }
 
 
-def _base64_field(body: bytes) -> bytes:
+def _image_field(body: bytes) -> str:
     try:
         value = json.loads(body).get("image", "")
+    except (ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
+
+
+def _base64_bytes(value: str) -> bytes:
+    try:
         return base64.b64decode(value, validate=True)
-    except (ValueError, AttributeError, binascii.Error):
+    except (ValueError, binascii.Error):
         return b""
+
+
+class Unfetchable(Exception):  # noqa: N818 - the name reads as the condition it reports
+    """An image URL that gave no image (refused, unreachable, an error status)."""
+
+
+#: How long the fake waits on an image URL, and the most it reads from one.
+FETCH_TIMEOUT_S: Final = 10.0
+FETCH_MAX_BYTES: Final = 20 << 20
+
+
+def fetch_image(url: str) -> bytes:
+    """The bytes behind an http(s) `url`, as a provider fetches an image it was sent."""
+    if not url.startswith(("http://", "https://")):
+        raise Unfetchable(f"not an http(s) URL: {url.split('://', 1)[0]}://...")
+    try:
+        with httpx.stream("GET", url, timeout=FETCH_TIMEOUT_S) as response:
+            if not response.is_success:
+                raise Unfetchable(f"GET answered {response.status_code}")
+            data = b"".join(response.iter_bytes())
+    except httpx.HTTPError as error:
+        raise Unfetchable(f"{type(error).__name__}: {error}") from None
+    if len(data) > FETCH_MAX_BYTES:
+        raise Unfetchable(f"larger than {FETCH_MAX_BYTES} bytes")
+    return data
