@@ -220,11 +220,13 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from environment variables (see the README's table)."""
         env = Env(os.environ if environ is None else environ)
+        storage, engines = _storage(env), engine_settings_from_env(env)
+        _lendable(storage, engines)
         return cls(
             nats=_nats(env),
             database=_database(env),
-            storage=_storage(env),
-            engines=engine_settings_from_env(env),
+            storage=storage,
+            engines=engines,
             limits=_limits(env),
             timezone=_timezone(env),
             admin_subjects_enabled=env.flag("ADMIN_SUBJECTS_ENABLED", default=False),
@@ -358,6 +360,16 @@ def _storage(env: Env) -> StorageSettings:
     if backend == "local" and local_dir is None:
         raise SettingsError("LOCAL_STORAGE_DIR", "is required when STORAGE_BACKEND=local")
     return StorageSettings(backend=backend, s3=s3, local_dir=local_dir)
+
+
+def _lendable(storage: StorageSettings, engines: EngineSettings) -> None:
+    """Lending Segmind its inputs by URL needs an object store a provider can reach."""
+    if engines.segmind_image_transport == "url" and storage.backend != "s3":
+        raise SettingsError(
+            "SEGMIND_IMAGE_TRANSPORT",
+            "url needs the S3 object store (STORAGE_BACKEND=s3): Segmind cannot fetch "
+            "the local store's file:// URLs",
+        )
 
 
 def _limits(env: Env) -> Limits:

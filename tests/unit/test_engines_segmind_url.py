@@ -23,12 +23,13 @@ from PIL import Image, ImageDraw
 
 from lumiku_bgremover.contracts.codes import FailCode
 from lumiku_bgremover.contracts.common import Tier
-from lumiku_bgremover.engine_settings import EngineSettings, Route
+from lumiku_bgremover.engine_settings import EngineSettings, Resilience, Route
 from lumiku_bgremover.engines import EngineConfigError, build_router
 from lumiku_bgremover.engines.fake import fake_matte
 from lumiku_bgremover.engines.fakes import FakeSegmind, Fault
 from lumiku_bgremover.engines.hosted import ProviderError
 from lumiku_bgremover.engines.links import LinkError, StoreLinker, link_ttl
+from lumiku_bgremover.engines.resilience import BreakerState, Resilient
 from lumiku_bgremover.engines.segmind import SegmindEngine
 from lumiku_bgremover.settings import RetentionSettings
 from lumiku_bgremover.storage import LocalObjectStore, StorageError
@@ -272,3 +273,22 @@ def test_a_lifecycle_rule_backs_the_engine_inputs_whatever_the_retention() -> No
     rules = expiry_rules(RetentionSettings(results_days=30))
     assert rules == (ExpiryRule("results/", 30), ExpiryRule(ENGINE_INPUTS_PREFIX, 1))
     assert rules[-1].rule_id == "lumiku-bgremover-expire-engine-inputs"
+
+
+async def test_store_trouble_never_opens_segminds_breaker(
+    client: httpx.AsyncClient, segmind: FakeSegmind, store: ServedStore
+) -> None:
+    policy = Resilience(attempts=1, breaker_failures=2)
+    resilient = Resilient(engine(client, segmind, store), policy, timeout_s=10.0, clock=lambda: 0.0)
+    store.fail.add("put")
+    for _ in range(3):  # more failures than the breaker's threshold, all of them ours
+        with pytest.raises(LinkError):
+            await resilient.call(subject(), MODEL)
+    assert resilient.breaker.state is BreakerState.CLOSED
+    store.fail.clear()
+    assert (await resilient.call(subject(), MODEL)).attempts == 1
+    segmind.push(Fault.http(500), Fault.http(500))
+    for _ in range(2):  # Segmind's own failures still count
+        with pytest.raises(ProviderError):
+            await resilient.call(subject(), MODEL)
+    assert resilient.breaker.state is BreakerState.OPEN

@@ -221,6 +221,14 @@ def test_keys_are_seen() -> None:
         ({"ENGINE_BREAKER_FAILURES": "0"}, "ENGINE_BREAKER_FAILURES"),
         ({"HOSTED_WITHOUT_KEY": "maybe"}, "HOSTED_WITHOUT_KEY"),
         ({"SEGMIND_IMAGE_TRANSPORT": "presigned"}, "SEGMIND_IMAGE_TRANSPORT"),
+        (
+            {
+                "SEGMIND_IMAGE_TRANSPORT": "url",
+                "STORAGE_BACKEND": "local",
+                "LOCAL_STORAGE_DIR": "/tmp",
+            },
+            "SEGMIND_IMAGE_TRANSPORT",
+        ),
         ({"HF_ROUTER_URL": "ftp://x"}, "HF_ROUTER_URL"),
         ({"MODEL_SOURCES": "u2net"}, "MODEL_SOURCES"),
         ({"MODEL_SOURCES": "u2net=ftp://h.example/u.onnx"}, "MODEL_SOURCES"),

@@ -44,7 +44,11 @@ class EngineError(Exception):
     `code` is the item's `FailCode` (`engine_failed` when the engine answered with
     an error for this image, `engine_unavailable` when no engine could take it);
     `retryable` says whether trying the same image again later may succeed.
+    `ours` marks trouble on our side of the call (storing the image to lend it by
+    URL): it says nothing about the engine, so its circuit breaker ignores it.
     """
+
+    ours: bool = False
 
     def __init__(
         self,

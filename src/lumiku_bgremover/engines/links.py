@@ -40,6 +40,8 @@ class ImageLinker(Protocol):
 class LinkError(EngineError):
     """The image could not be stored or presigned: our trouble, so retryable."""
 
+    ours = True
+
     def __init__(self, message: str) -> None:
         super().__init__(message, code=FailCode.ENGINE_UNAVAILABLE, retryable=True)
 

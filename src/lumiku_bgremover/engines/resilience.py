@@ -166,8 +166,8 @@ class EngineTimeout(EngineError):  # noqa: N818 - reads as an event, like ModelN
 
 
 def counts_against_breaker(error: EngineError) -> bool:
-    """Whether `error` says the engine (not this one image) is in trouble."""
-    return error.retryable or error.code is FailCode.ENGINE_UNAVAILABLE
+    """Whether `error` says the engine (not this one image, not our side) is in trouble."""
+    return not error.ours and (error.retryable or error.code is FailCode.ENGINE_UNAVAILABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +243,10 @@ class Resilient:
             self.breaker.record(ok=False)
             raise EngineTimeout(self.name, self._timeout) from None
         except EngineError as error:
-            self.breaker.record(ok=not counts_against_breaker(error))
+            if error.ours:  # neither a success nor a failure of the engine
+                self.breaker.release()
+            else:
+                self.breaker.record(ok=not counts_against_breaker(error))
             raise
         except BaseException:
             self.breaker.release()
