@@ -56,6 +56,10 @@ def subject(nats_namespace: str) -> str:
     return f"{nats_namespace}.plain.ask"
 
 
+#: Rounds of 20 requests within which a queue group of two has surely used both members.
+ROUNDS = 10
+
+
 async def ask(nc: Client, subject: str, body: bytes, **options: object) -> Msg:
     """`nc.request`, sent again while the server still answers "no responders": a new
     subscription can take a moment to reach every connection's view, and a request the
@@ -138,9 +142,15 @@ async def test_two_responders_in_the_queue_group_answer_each_request_once(
 
     first = await started(server_nc, subject, recording("first"), limit=8)
     second = await started(other_nc, subject, recording("second"), limit=8)
-    try:
-        bodies = [str(n).encode() for n in range(60)]
-        replies = await asyncio.gather(*(ask(nc, subject, body) for body in bodies))
+    bodies: list[bytes] = []
+    replies: list[Msg] = []
+    try:  # rounds of 20 until the server has picked each member (it picks at random)
+        for _ in range(ROUNDS):
+            batch = [str(n).encode() for n in range(len(bodies), len(bodies) + 20)]
+            bodies += batch
+            replies += await asyncio.gather(*(ask(nc, subject, body) for body in batch))
+            if seen["first"] and seen["second"]:
+                break
     finally:
         await first.stop()
         await second.stop()
