@@ -69,7 +69,8 @@ FINAL_STATES: Final = frozenset(
 FINAL_ITEM_STATES: Final = frozenset({ItemState.DONE, ItemState.FAILED, ItemState.CANCELLED})
 #: The count of the contract (`BatchProgress`, `BatchStatusReply`, `BatchCompleted`) an item
 #: in each stored state is shown in; None: not ended yet, only in `total`. Covers every state.
-#: `done` items are also announced by `item.done`, `failed` ones by `item.failed`.
+#: `done` items are also announced by `item.done`, `failed` and `cancelled` ones by
+#: `item.failed` (a cancelled one with the code `cancelled`).
 ItemCount = Literal["succeeded", "failed", "cancelled"]
 ITEM_COUNTED_AS: Final[Mapping[ItemState, ItemCount | None]] = MappingProxyType(
     {
